@@ -1,0 +1,1 @@
+"""Exporters (ExecuTorch, TFLite, CoreML, ONNX) and validation in each runtime."""

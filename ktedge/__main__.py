@@ -1,0 +1,3 @@
+from ktedge.cli import main
+
+raise SystemExit(main())
