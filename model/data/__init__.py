@@ -1,0 +1,1 @@
+"""Face data: the synthetic generator, real-format parsers, and batched label sets."""
