@@ -1,0 +1,203 @@
+"""Typed run configuration: the embedded default YAML, deep-merged user YAML, strict checking.
+
+Defaults live in one place, `default.yaml`; the dataclasses below are the schema. An unknown
+key or a value of the wrong type is a KtedgeError naming the key and the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ktedge.errors import KtedgeError
+from ktedge.model.encoders import BACKBONES
+from ktedge.model.tasks import PRIOR_ONLY_TASKS, TASKS
+
+TASK_NAMES = (*TASKS, *PRIOR_ONLY_TASKS)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int
+    n_train: int
+    n_val: int
+    n_identities: int
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    task: str  # the task this encoder is trained for (its prior knowledge)
+    backbone: str
+    width: int  # base channel width (CNNs) or token width (ViT); ignored by onet
+    pretrained: str  # "" = trained here; "facenet-pytorch" = the real MTCNN O-Net weights
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    dim: int
+    heads: int
+    layers: int
+    mlp_ratio: float
+    p_drop: float
+    p_all: float
+    p_canon: float
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    canonical: EncoderConfig
+    priors: list[EncoderConfig]
+    adapter: AdapterConfig
+    head_hidden: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int
+    lr: float
+    weight_decay: float
+    prior_epochs: int
+    canonical_epochs: int
+    adapter_epochs: int
+    landmark_loss: str
+    threads: int  # 0 = all cores
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def default_dict() -> dict[str, Any]:
+    text = resources.files("ktedge").joinpath("default.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict, over: dict, where: str, source: str) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise KtedgeError(f"{source}: unknown config key '{where}{key}' (known: {known})")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            out[key] = _merge(base[key], value, f"{where}{key}.", source)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, data: Any, where: str, source: str) -> Any:
+    """Turn plain YAML data into dataclass `cls`, checking every key and type."""
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(data, dict):
+            raise KtedgeError(f"{source}: '{where or 'config'}' must be a mapping, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise KtedgeError(f"{source}: unknown config key '{where}{unknown[0]}' (known: {', '.join(names)})")
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise KtedgeError(f"{source}: config key '{where}{missing[0]}' is missing")
+        return cls(**{n: _build(hints[n], data[n], f"{where}{n}.", source) for n in names})
+    key = where.rstrip(".")
+    if typing.get_origin(cls) is list:
+        (item,) = typing.get_args(cls)
+        if not isinstance(data, list):
+            raise KtedgeError(f"{source}: '{key}' must be a list, got {type(data).__name__}")
+        return [_build(item, d, f"{key}[{i}].", source) for i, d in enumerate(data)]
+    ok = {
+        int: isinstance(data, int) and not isinstance(data, bool),
+        float: isinstance(data, (int, float)) and not isinstance(data, bool),
+        str: isinstance(data, str),
+        bool: isinstance(data, bool),
+    }[cls]
+    if not ok:
+        raise KtedgeError(f"{source}: '{key}' must be {cls.__name__}, got {data!r}")
+    return float(data) if cls is float else data
+
+
+def _check_values(cfg: Config, source: str) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise KtedgeError(f"{source}: {msg}")
+
+    need(cfg.data.image_size % 16 == 0 and cfg.data.image_size >= 32, "data.image_size must be a multiple of 16, >= 32")
+    need(cfg.data.n_train >= 16 and cfg.data.n_val >= 16, "data.n_train and data.n_val must be >= 16")
+    need(2 <= cfg.data.n_identities <= 1000, "data.n_identities must be in 2..1000")
+    for i, enc in enumerate([cfg.model.canonical, *cfg.model.priors]):
+        where = "model.canonical" if i == 0 else f"model.priors[{i - 1}]"
+        need(enc.backbone in BACKBONES, f"{where}.backbone '{enc.backbone}' is not one of {', '.join(BACKBONES)}")
+        need(enc.task in TASK_NAMES, f"{where}.task '{enc.task}' is not one of {', '.join(TASK_NAMES)}")
+        need(enc.task not in PRIOR_ONLY_TASKS or enc.backbone == "onet",
+             f"{where}: task '{enc.task}' comes only with the pre-trained onet backbone")
+        need(enc.pretrained in ("", "facenet-pytorch"), f"{where}.pretrained must be '' or 'facenet-pytorch'")
+        need((enc.backbone == "onet") == (enc.pretrained == "facenet-pytorch"),
+             f"{where}: the onet backbone and pretrained 'facenet-pytorch' go together")
+        need(enc.width >= 8, f"{where}.width must be >= 8")
+    need(cfg.model.canonical.task in TASKS, f"model.canonical.task '{cfg.model.canonical.task}' is a prior-only task")
+    need(len(cfg.model.priors) >= 1, "model.priors must list at least one prior encoder")
+    a = cfg.model.adapter
+    need(a.dim % a.heads == 0, "model.adapter.dim must be divisible by model.adapter.heads")
+    need(a.layers >= 1, "model.adapter.layers must be >= 1")
+    for p in ("p_drop", "p_all", "p_canon"):
+        need(0.0 <= getattr(a, p) <= 1.0, f"model.adapter.{p} must be in [0, 1]")
+    need(cfg.train.landmark_loss in ("wing", "l1"), "train.landmark_loss must be 'wing' or 'l1'")
+    need(cfg.train.batch_size >= 2, "train.batch_size must be >= 2")
+    need(min(cfg.train.prior_epochs, cfg.train.canonical_epochs, cfg.train.adapter_epochs) >= 0, "epochs must be >= 0")
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'train.lr=0.01' -> {'train': {'lr': 0.01}} (the value parsed as YAML)."""
+    if "=" not in text:
+        raise KtedgeError(f"--set '{text}': expected KEY=VALUE, e.g. train.adapter_epochs=5")
+    key, value = text.split("=", 1)
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[dict[str, Any]] | None = None) -> Config:
+    """The embedded default, with the YAML file at `path` and then `overrides` merged over it."""
+    data = default_dict()
+    source = "default config"
+    if path is not None:
+        source = str(path)
+        try:
+            user = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise KtedgeError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise KtedgeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if user is not None:
+            if not isinstance(user, dict):
+                raise KtedgeError(f"{path}: a config must be a YAML mapping")
+            data = _merge(data, user, "", source)
+    for over in overrides or []:
+        data = _merge(data, over, "", "--set")
+    cfg = _build(Config, data, "", source)
+    _check_values(cfg, source)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], source: str) -> Config:
+    """Rebuild a Config stored in a checkpoint or run directory (same strict checks)."""
+    cfg = _build(Config, data, "", source)
+    _check_values(cfg, source)
+    return cfg

@@ -1,0 +1,1 @@
+"""Model family: data, backbones, the KT-Adapter, tasks, training."""

@@ -1,0 +1,1 @@
+"""Backbones in plain PyTorch, each exportable by torch.export."""

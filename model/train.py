@@ -1,0 +1,173 @@
+"""`ktedge train`: priors on their tasks (then frozen), the canonical encoder on the canonical task
+(then frozen), then the KT-Adapter + canonical decoder over the frozen encoders' embeddings.
+
+Because every encoder is frozen in the last step, their embeddings are computed once and cached:
+the adapter stage trains on vectors, not images.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+from torch import nn
+
+from ktedge.atomic import sha256_json, write_json, write_text
+from ktedge.config import Config, TrainConfig
+from ktedge.model.checkpoint import save_checkpoint
+from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
+from ktedge.model.encoders import Encoder, freeze
+from ktedge.model.kt_model import KTModel
+from ktedge.model.tasks import TASKS
+from ktedge.progress import progress
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, 3, S, S) raw 0..255
+    targets: dict[str, torch.Tensor]
+
+
+def _split(fs: FaceSet) -> Split:
+    t = fs.tensors()
+    return Split(t.pop("image"), t)
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    return list(order.split(batch_size))
+
+
+@torch.no_grad()
+def _predict(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    return torch.cat([fn(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
+
+
+def fit(params: list[nn.Parameter], modules: list[nn.Module], step_loss: Callable[[torch.Tensor], torch.Tensor],
+        val_loss: Callable[[], float], n: int, epochs: int, tc: TrainConfig, bar, desc: str, seed: int) -> dict:
+    """AdamW + cosine schedule over `epochs` passes of `n` samples; held-out loss before and after."""
+    for m in modules:
+        m.eval()
+    before = val_loss()
+    steps = max(1, epochs * -(-n // tc.batch_size))
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=steps, pct_start=0.15)
+    gen = torch.Generator().manual_seed(seed)
+    task = bar.add_task(desc, total=epochs, info="")
+    for epoch in range(epochs):
+        for m in modules:
+            m.train()
+        total = 0.0
+        for idx in _batches(n, tc.batch_size, gen):
+            loss = step_loss(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        bar.update(task, advance=1, info=f"train loss {total / n:.4f}")
+    for m in modules:
+        m.eval()
+    after = val_loss()
+    bar.update(task, info=f"held-out loss {before:.4f} -> {after:.4f}")
+    return {"held_out_loss_before": before, "held_out_loss_after": after, "epochs": epochs}
+
+
+def train_encoder(encoder: Encoder, task_name: str, epochs: int, cfg: Config, train: Split, val: Split, bar,
+                  desc: str) -> tuple[nn.Module, dict]:
+    """Train encoder + a fresh head for `task_name`; returns the head and the held-out record."""
+    task = TASKS[task_name]
+    head = task.head(encoder.dim, cfg.model.head_hidden)
+    loss_fn = task.loss(cfg.data.image_size, cfg.data.n_identities, cfg.train.landmark_loss)
+    model = nn.Sequential(encoder, head)
+    y_tr, y_val = train.targets[task_name], val.targets[task_name]
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            return loss_fn(_predict(model, val.images), y_val).item()
+
+    record = fit([*model.parameters(), *loss_fn.parameters()], [model, loss_fn],
+                 lambda idx: loss_fn(model(train.images[idx]), y_tr[idx]), val_loss,
+                 len(train.images), epochs, cfg.train, bar, desc, cfg.seed)
+    with torch.no_grad():
+        record[task.metric_name] = task.metric(_predict(model, val.images).numpy(), y_val.numpy())
+    return head, record
+
+
+def evaluate_modes(model: KTModel, e_c: torch.Tensor, e_p: list[torch.Tensor], target: torch.Tensor) -> dict:
+    """Held-out metric of the three models every KT run reports."""
+    task = TASKS[model.task]
+    out = {}
+    for key, mode in (("canonical_alone", "canonical"), ("kt_deploy", "deploy"), ("ensemble", "ensemble")):
+        with torch.no_grad():
+            pred = model.decode(e_c, e_p, mode)
+        out[key] = {task.metric_name: task.metric(pred.numpy(), target.numpy())}
+    return out
+
+
+def train(cfg: Config, out: str | Path) -> dict:
+    """Train what `cfg` asks; write <out>/train/checkpoint.pt and metrics.json; return the metrics."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    d = cfg.data
+    heads: dict[str, dict] = {}
+    with progress() as bar:
+        gen_task = bar.add_task("synthetic faces", total=d.n_train + d.n_val, info="")
+        tick = lambda k: bar.update(gen_task, advance=k)  # noqa: E731
+        train_set = _split(generate_faces(d.n_train, split_seed(cfg.seed, "train"), d.image_size, d.n_identities, tick))
+        val_set = _split(generate_faces(d.n_val, split_seed(cfg.seed, "val"), d.image_size, d.n_identities, tick))
+        bar.update(gen_task, completed=d.n_train + d.n_val)
+
+        model = KTModel(cfg)
+        for i, (pcfg, enc) in enumerate(zip(cfg.model.priors, model.priors)):
+            if not pcfg.pretrained:
+                _, heads[f"prior{i}:{pcfg.task}"] = train_encoder(enc, pcfg.task, cfg.train.prior_epochs, cfg, train_set, val_set, bar,
+                                                                  f"prior {i} ({pcfg.task}, {pcfg.backbone})")
+            freeze(enc)
+        task_name = cfg.model.canonical.task
+        head, heads[f"canonical:{task_name}"] = train_encoder(model.canonical, task_name, cfg.train.canonical_epochs, cfg,
+                                                              train_set, val_set, bar, f"canonical ({task_name}, {cfg.model.canonical.backbone})")
+        freeze(model.canonical)
+        model.baseline_decoder.load_state_dict(head.state_dict())
+        freeze(model.baseline_decoder)
+        model.decoder.load_state_dict(copy.deepcopy(head.state_dict()))  # d_c starts as the canonical decoder
+
+        embed = lambda images: (_predict(model.canonical, images), [_predict(p, images) for p in model.priors])  # noqa: E731
+        (ec_tr, ep_tr), (ec_val, ep_val) = embed(train_set.images), embed(val_set.images)
+        task = TASKS[task_name]
+        loss_fn = task.loss(d.image_size, d.n_identities, cfg.train.landmark_loss)
+        y_tr, y_val = train_set.targets[task_name], val_set.targets[task_name]
+        trainable = [*model.adapter.parameters(), *model.decoder.parameters(), *loss_fn.parameters()]
+
+        def kt_val_loss() -> float:
+            with torch.no_grad():
+                return loss_fn(model.decode(ec_val, None, "deploy"), y_val).item()
+
+        heads[f"kt_adapter:{task_name}"] = fit(
+            trainable, [model, loss_fn],
+            lambda idx: loss_fn(model.decode(ec_tr[idx], [e[idx] for e in ep_tr], "train"), y_tr[idx]),
+            kt_val_loss, len(ec_tr), cfg.train.adapter_epochs, cfg.train, bar, f"KT-Adapter + d_c ({task_name})", cfg.seed)
+        model.eval()
+        modes = evaluate_modes(model, ec_val, ep_val, y_val)
+
+    metrics = {"metric": task.metric_name, "lower_is_better": task.lower_is_better, **modes, "heads": heads,
+               "params": _param_counts(model), "held_out_faces": d.n_val,
+               "wall_s": round(time.perf_counter() - t0, 2), "config_sha256": sha256_json(cfg.to_dict())}
+    train_dir = out / "train"
+    save_checkpoint(train_dir / "checkpoint.pt", model, cfg)
+    write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_json(train_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _param_counts(model: KTModel) -> dict[str, int]:
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return {"canonical_encoder": count(model.canonical), "priors": count(model.priors),
+            "adapter": count(model.adapter), "decoder": count(model.decoder)}
