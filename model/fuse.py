@@ -1,0 +1,195 @@
+"""Fuse: a trained KTModel -> the deploy graph an app runs.
+
+- The prior encoders are dropped: the graph is canonical encoder -> {t_k, t_c} adapter -> d_c.
+- Everything that depends only on the constant knowledge token t_k (its LayerNorm and its
+  query/key/value projections, and its self-score) is computed once and stored as buffers.
+- BatchNorm is folded into the preceding convolution.
+- Input normalisation is folded into the first convolution, so the graph takes raw RGB 0..255.
+  Zero padding of a normalised image equals padding the raw image with the mean, so the folded
+  stem pads with the mean explicitly and the result is exact at the borders too.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ktedge.atomic import atomic_path, sha256_file, write_json
+from ktedge.errors import KtedgeError
+from ktedge.model.adapter import KTAdapter
+from ktedge.model.checkpoint import load_checkpoint
+from ktedge.model.data.faces import generate_faces, split_seed
+from ktedge.model.encoders import Encoder
+from ktedge.model.kt_model import KTModel
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every Conv2d -> BatchNorm2d pair inside Sequential containers, in place."""
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                seq[i] = fuse_conv_bn_eval(seq[i].eval(), seq[i + 1].eval())
+                seq[i + 1] = nn.Identity()
+    return module
+
+
+def _replace(root: nn.Module, target: nn.Module, new: nn.Module) -> None:
+    for name, child in root.named_modules():
+        for cname, c in child.named_children():
+            if c is target:
+                setattr(child, cname, new)
+                return
+    raise ValueError("module not found")
+
+
+@torch.no_grad()
+def fold_input_norm(encoder: Encoder) -> nn.Module:
+    """Encoder (norm + backbone) -> backbone whose first conv takes raw 0..255 pixels."""
+    backbone = encoder.backbone
+    conv = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
+    mean = encoder.norm.mean.reshape(3)  # (3,)
+    std = encoder.norm.std.reshape(3)
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
+                       conv.dilation, conv.groups, bias=True)
+    folded.weight.copy_(conv.weight / std[None, :, None, None])
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+    folded.bias.copy_(bias - (conv.weight * (mean / std)[None, :, None, None]).sum((1, 2, 3)))
+    ph, pw = conv.padding
+    if not torch.all(mean == mean[0]):
+        raise ValueError("per-channel means need a per-channel pad; the project's encoders use one mean")
+    stem = nn.Sequential(nn.ConstantPad2d((pw, pw, ph, ph), float(mean[0])), folded) if ph or pw else folded
+    _replace(backbone, conv, stem)
+    return backbone
+
+
+class DeployAdapter(nn.Module):
+    """The KT-Adapter over {t_k, t_c} with t_k's constants folded. e_c (B, C) -> e_c' (B, C)."""
+
+    def __init__(self, adapter: KTAdapter):
+        super().__init__()
+        blk = adapter.blocks[0]
+        self.heads = blk.attn.heads
+        d = adapter.knowledge.shape[-1]
+        h, hd = self.heads, d // self.heads
+        with torch.no_grad():
+            t_k = adapter.knowledge.reshape(1, d)
+            n_k = blk.norm1(t_k)
+            q_k = blk.attn.q(n_k).reshape(1, h, hd)
+            k_k = blk.attn.k(n_k).reshape(1, h, hd)
+            self.register_buffer("t_k", t_k.clone())
+            self.register_buffer("q_k", q_k.clone())
+            self.register_buffer("v_k", blk.attn.v(n_k).reshape(1, h, hd).clone())
+            self.register_buffer("k_k", k_k.clone())
+            self.register_buffer("s_kk", (q_k * k_k).sum(-1) * hd ** -0.5)  # (1, H) t_k's score on itself
+        self.canonical = adapter.canonical
+        self.norm1, self.k, self.v, self.q, self.proj = blk.norm1, blk.attn.k, blk.attn.v, blk.attn.q, blk.attn.proj
+        self.norm2, self.mlp = blk.norm2, blk.mlp
+        self.rest = adapter.blocks[1:]
+        self.out = adapter.out
+
+    def _attend(self, s_k: torch.Tensor, s_c: torch.Tensor, v_c: torch.Tensor) -> torch.Tensor:
+        # scores of one query on [t_k, t_c]: (B, H) each; values v_k (1, H, d), v_c (B, H, d) -> (B, H*d)
+        w = torch.stack([s_k, s_c], -1).softmax(-1)  # (B, H, 2)
+        return (w[..., :1] * self.v_k + w[..., 1:] * v_c).flatten(1)
+
+    def forward(self, e_c: torch.Tensor) -> torch.Tensor:
+        b = e_c.shape[0]
+        t_c = self.canonical(e_c)  # (B, D)
+        n_c = self.norm1(t_c)
+        hd = t_c.shape[-1] // self.heads
+        k_c = self.k(n_c).reshape(b, self.heads, hd)
+        v_c = self.v(n_c).reshape(b, self.heads, hd)
+        scale = hd ** -0.5
+        x_k = self.t_k + self.proj(self._attend(self.s_kk.expand(b, -1), (self.q_k * k_c).sum(-1) * scale, v_c))
+        x_k = x_k + self.mlp(self.norm2(x_k))
+        if len(self.rest):  # later blocks also need the t_c row
+            q_c = self.q(n_c).reshape(b, self.heads, hd)
+            x_c = t_c + self.proj(self._attend((q_c * self.k_k).sum(-1) * scale, (q_c * k_c).sum(-1) * scale, v_c))
+            x_c = x_c + self.mlp(self.norm2(x_c))
+            x = torch.stack([x_k, x_c], 1)  # (B, 2, D)
+            for blk in self.rest:
+                x = blk(x)
+            x_k = x[:, 0]
+        return e_c + self.out(x_k)
+
+
+class DeployModel(nn.Module):
+    """The deploy graph: (B, 3, S, S) RGB 0..255 -> the canonical task output."""
+
+    def __init__(self, backbone: nn.Module, adapter: DeployAdapter, decoder: nn.Module):
+        super().__init__()
+        self.backbone, self.adapter, self.decoder = backbone, adapter, decoder
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.adapter(self.backbone(image)))
+
+
+class UInt8Input(nn.Module):
+    """The deploy graph taking uint8 pixels, for runtimes with integer image inputs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image.to(torch.float32))
+
+
+def fuse(model: KTModel) -> DeployModel:
+    m = copy.deepcopy(model).eval()
+    backbone = fold_input_norm(fold_batchnorm(m.canonical))
+    return DeployModel(backbone, DeployAdapter(m.adapter), m.decoder).eval()
+
+
+PARITY_TOLERANCE = 1e-4
+PARITY_FACES = 128
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def fuse_stage(out: str | Path) -> dict:
+    """<out>/train/checkpoint.pt -> <out>/fuse/deploy.pt2 (+ deploy_uint8.pt2) and parity.json.
+
+    Parity: the exported deploy graph against the training graph in eval mode on held-out faces;
+    over PARITY_TOLERANCE the stage fails loudly and writes no deploy graph.
+    """
+    out = Path(out)
+    t0 = time.perf_counter()
+    ckpt = out / "train" / "checkpoint.pt"
+    model, cfg = load_checkpoint(ckpt)
+    deploy = fuse(model)
+    faces = generate_faces(PARITY_FACES, split_seed(cfg.seed, "val"), cfg.data.image_size, cfg.data.n_identities)
+    x = faces.tensors()["image"]
+    example = x[:2].clone()  # a view would carry the whole batch into the archive
+    batch = {"image": {0: torch.export.Dim("batch", min=1, max=4096)}}  # exporters specialise to 1 later
+    with torch.no_grad():
+        program = torch.export.export(deploy, (example,), dynamic_shapes=batch)
+        program_u8 = torch.export.export(UInt8Input(deploy), (example.to(torch.uint8),), dynamic_shapes=batch)
+        ref = model(x).flatten(1)
+        got = program.module()(x).flatten(1)
+    err = (ref - got).abs().max().item()
+    cos = torch.nn.functional.cosine_similarity(ref, got, dim=1).min().item()
+    kept = count_params(model.canonical) + count_params(model.adapter) + count_params(model.decoder)
+    deploy_params = sum(v.numel() for v in program.state_dict.values()) + sum(
+        v.numel() for v in program.constants.values() if isinstance(v, torch.Tensor))
+    parity = {
+        "max_abs_error": err, "min_cosine": cos, "faces": PARITY_FACES, "tolerance": PARITY_TOLERANCE,
+        "passed": err <= PARITY_TOLERANCE,
+        "params": {"deploy_graph": deploy_params, "canonical_encoder_adapter_decoder": kept,
+                   "prior_encoders_removed": count_params(model.priors)},
+        "checkpoint_sha256": sha256_file(ckpt), "wall_s": round(time.perf_counter() - t0, 2),
+    }
+    write_json(out / "fuse" / "parity.json", parity)
+    if not parity["passed"]:
+        raise KtedgeError(f"{out / 'fuse' / 'parity.json'}: fuse parity gate failed: deploy graph differs from the "
+                          f"training graph by {err:.2e} > {PARITY_TOLERANCE:.0e}")
+    for name, prog in (("deploy.pt2", program), ("deploy_uint8.pt2", program_u8)):
+        with atomic_path(out / "fuse" / name) as tmp:
+            torch.export.save(prog, tmp)
+    return parity
