@@ -1,0 +1,124 @@
+"""One PT2E quantizer per backend: per-channel symmetric int8 weights, per-tensor int8
+activations, the activation observer chosen by config, and named layers left in float.
+
+- executorch: ExecuTorch's XNNPACKQuantizer.
+- tflite: litert-torch's PT2EQuantizer.
+- coreml: coremltools 9.0's own PT2E CoreMLQuantizer imports `torch.ao.quantization.quantizer`,
+  which torch 2.13 no longer has (it moved to torchao), so it cannot run beside this torch. The
+  CoreML W8A8 program uses the XNNPACK quantizer's config, the same scheme Core ML's W8A8
+  takes (symmetric per-channel int8 weights, per-tensor int8 activations); the manifest says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from torch.fx import GraphModule, Node
+from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+from torchao.quantization.pt2e.quantizer import Quantizer, SharedQuantizationSpec
+
+from ktedge.quantize.sensitivity import ACTIVATIONS
+
+OBSERVERS = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
+
+
+def _with_observer(config, observer: str):
+    """The same quantization config with the activation observer swapped."""
+    ctr = OBSERVERS[observer].with_args(eps=2**-12)
+    swap = lambda spec: spec if spec is None else dataclasses.replace(spec, observer_or_fake_quant_ctr=ctr)  # noqa: E731
+    return dataclasses.replace(config, input_activation=swap(config.input_activation),
+                               output_activation=swap(config.output_activation))
+
+
+def activation_chain(node: Node) -> list[Node]:
+    chain = []
+    while len(node.users) == 1 and str(next(iter(node.users)).target).startswith(ACTIVATIONS):
+        node = next(iter(node.users))
+        chain.append(node)
+    return chain
+
+
+def in_modules(node: Node, names: list[str]) -> bool:
+    """Whether `node` was traced inside one of the named modules (or their children)."""
+    for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+        path = path.removeprefix("L['self'].")
+        if any(path == n or path.startswith(n + ".") for n in names):
+            return True
+    return False
+
+
+def _dangles(spec) -> bool:
+    """A spec shared with an edge/node whose own spec is gone."""
+    if not isinstance(spec, SharedQuantizationSpec):
+        return False
+    if isinstance(spec.edge_or_node, tuple):
+        arg, user = spec.edge_or_node
+        ann = user.meta.get("quantization_annotation")
+        return ann is None or arg not in ann.input_qspec_map
+    ann = spec.edge_or_node.meta.get("quantization_annotation")
+    return ann is None or ann.output_qspec is None
+
+
+class FloatLayers(Quantizer):
+    """A backend quantizer with the named layers left in float (mixed precision). Neither backend
+    quantizer accepts `set_module_name(name, None)`, so the wrapper drops their annotations."""
+
+    def __init__(self, inner: Quantizer, names: list[str]):
+        super().__init__()
+        self.inner, self.names = inner, names
+
+    def transform_for_annotation(self, model: GraphModule) -> GraphModule:
+        return self.inner.transform_for_annotation(model)
+
+    def annotate(self, model: GraphModule) -> GraphModule:
+        model = self.inner.annotate(model)
+        for node in model.graph.nodes:
+            if in_modules(node, self.names):
+                # The layer and the activation fused into its pattern (nn.ReLU is a module of its own).
+                for n in [node, *activation_chain(node)]:
+                    n.meta.pop("quantization_annotation", None)
+                # Its input edge too: the producer's output spec would still round it through int8.
+                producer = node.args[0] if node.args and isinstance(node.args[0], Node) else None
+                ann = producer.meta.get("quantization_annotation") if producer is not None else None
+                if ann is not None:
+                    ann.output_qspec = None
+        # A spec shared with an annotation that is gone would dangle: drop those too, transitively.
+        changed = True
+        while changed:
+            changed = False
+            for node in model.graph.nodes:
+                ann = node.meta.get("quantization_annotation")
+                if ann is not None and any(_dangles(spec) for spec in [*ann.input_qspec_map.values(), ann.output_qspec]):
+                    node.meta.pop("quantization_annotation")
+                    changed = True
+        return model
+
+    def validate(self, model: GraphModule) -> None:
+        self.inner.validate(model)
+
+
+def _xnnpack(observer: str, qat: bool) -> Quantizer:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+
+    return XNNPACKQuantizer().set_global(_with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))
+
+
+def _litert(observer: str, qat: bool) -> Quantizer:
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    return PT2EQuantizer().set_global(_with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))
+
+
+# backend -> (quantizer factory, what the manifest says made it)
+BACKENDS: dict[str, tuple[Callable[[str, bool], Quantizer], str]] = {
+    "executorch": (_xnnpack, "executorch XNNPACKQuantizer"),
+    "tflite": (_litert, "litert_torch PT2EQuantizer"),
+    "coreml": (_xnnpack, "XNNPACKQuantizer config (coremltools' CoreMLQuantizer needs torch.ao.quantization.quantizer, absent in torch 2.13)"),
+}
+
+
+def make_quantizer(backend: str, observer: str, float_layers: list[str], qat: bool = False) -> Quantizer:
+    factory, _ = BACKENDS[backend]
+    quantizer = factory(observer, qat)
+    return FloatLayers(quantizer, float_layers) if float_layers else quantizer

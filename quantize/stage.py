@@ -1,0 +1,137 @@
+"""`ktedge quantize`: the fuse stage's deploy graph -> one int8 PT2E program per backend.
+
+For each backend: calibrate on held-out faces, convert, measure per-layer SQNR and the task
+metric on labelled held-out faces against the float deploy graph. While the metric's relative
+drift misses the gate, the layer whose int8 output has the lowest SQNR goes back to float
+(mixed precision), up to `max_float_layers`. Writes quantize/<backend>/{model.pt2, calibration.json, sensitivity.json}.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+from ktedge.atomic import atomic_path, sha256_file, write_json
+from ktedge.config import Config
+from ktedge.errors import KtedgeError
+from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
+from ktedge.model.tasks import TASKS
+from ktedge.progress import progress
+from ktedge.quantize.quantizers import BACKENDS, make_quantizer
+from ktedge.quantize.sensitivity import layer_sensitivity
+
+SENSITIVITY_FACES = 32
+
+
+def load_deploy(out: Path) -> torch.export.ExportedProgram:
+    path = out / "fuse" / "deploy.pt2"
+    if not path.is_file():
+        raise KtedgeError(f"{path}: no deploy graph (run `ktedge fuse --out {out}` first)")
+    try:
+        return torch.export.load(path)
+    except Exception as e:  # a torn or foreign archive
+        raise KtedgeError(f"{path}: unreadable deploy graph ({type(e).__name__}: {str(e)[:100]}); re-run `ktedge fuse`") from None
+
+
+def _predict(fn, images: torch.Tensor, batch: int = 64) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([fn(images[i:i + batch]) for i in range(0, len(images), batch)]).numpy()
+
+
+def task_metric(cfg: Config, pred: np.ndarray, faces: FaceSet) -> float:
+    task = TASKS[cfg.model.canonical.task]
+    return task.metric(pred, faces.tensors()[task.name].numpy())
+
+
+def drift_rel(metric: float, reference: float) -> float:
+    return abs(metric - reference) / abs(reference)
+
+
+def quantize_program(program: torch.export.ExportedProgram, backend: str, observer: str, float_layers: list[str],
+                     calibration: torch.Tensor) -> torch.fx.GraphModule:
+    # prepare_pt2e rewrites the graph it is given: always hand it a fresh module.
+    prepared = prepare_pt2e(program.module(), make_quantizer(backend, observer, float_layers))
+    with torch.no_grad():
+        for i in range(0, len(calibration), 32):
+            prepared(calibration[i:i + 32])
+    return convert_pt2e(prepared)
+
+
+def output_ranges(pred: np.ndarray) -> dict:
+    """Per output tensor: its value range, and whether its components live on ranges so different
+    that one per-tensor int8 scale would crush the small ones (peers' 'int8 collapses a head')."""
+    comp = pred.reshape(len(pred), -1)
+    spans = comp.max(0) - comp.min(0)
+    ratio = float(spans.max() / max(spans.min(), 1e-12))
+    return {"min": float(pred.min()), "max": float(pred.max()), "component_span_ratio": round(ratio, 2),
+            "mixed_ranges": ratio > 100.0}
+
+
+def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export.ExportedProgram,
+                     calibration: torch.Tensor, faces: FaceSet, reference: float, bar) -> dict:
+    q = cfg.quantize
+    t0 = time.perf_counter()
+    images = faces.tensors()["image"]
+    float_gm = program.module()
+    float_layers: list[str] = []
+    attempts = []
+    task = bar.add_task(f"quantize {backend}", total=q.max_float_layers + 1, info="")
+    while True:
+        quant_gm = quantize_program(program, backend, q.observer, float_layers, calibration)
+        metric = task_metric(cfg, _predict(quant_gm, images), faces)
+        drift = drift_rel(metric, reference)
+        attempts.append({"float_layers": list(float_layers), "metric": metric, "drift_rel": drift})
+        bar.update(task, advance=1, info=f"drift {100 * drift:.2f}% ({len(float_layers)} float layers)")
+        sensitivity = layer_sensitivity(float_gm, quant_gm, calibration[:SENSITIVITY_FACES])
+        if drift <= q.max_drift_rel or len(float_layers) >= q.max_float_layers:
+            break
+        candidates = [r for r in sensitivity if r["layer"] not in float_layers and r["sqnr_db"] is not None]
+        if not candidates:
+            break
+        float_layers.append(min(candidates, key=lambda r: r["sqnr_db"])["layer"])  # the worst int8 output first
+    bar.update(task, completed=q.max_float_layers + 1)
+    passed = drift <= q.max_drift_rel
+    wall = round(time.perf_counter() - t0, 2)
+
+    dest = out / "quantize" / backend
+    quantized = torch.export.export(quant_gm, (images[:2].clone(),),
+                                    dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}})
+    with atomic_path(dest / "model.pt2") as tmp:
+        torch.export.save(quantized, tmp)
+    write_json(dest / "calibration.json", {
+        "backend": backend, "quantizer": BACKENDS[backend][1], "observer": q.observer,
+        "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor",
+        "images": {"source": "synthetic faces, held-out calibration split", "seed": split_seed(cfg.seed, "calibration"),
+                   "indices": [0, len(calibration) - 1], "count": len(calibration)},
+        "wall_s": wall,
+    })
+    metric_name = TASKS[cfg.model.canonical.task].metric_name
+    for row in sensitivity:
+        row["float"] = row["layer"] in float_layers
+    result = {
+        "backend": backend, "metric": metric_name, "fp32": reference, "int8": metric, "drift_rel": drift,
+        "gate_drift_rel": q.max_drift_rel, "passed": passed, "float_layers": float_layers, "attempts": attempts,
+        "eval_faces": len(faces), "output_ranges": output_ranges(_predict(float_gm, images[:64])),
+        "deploy_sha256": sha256_file(out / "fuse" / "deploy.pt2"), "wall_s": wall,
+    }
+    write_json(dest / "sensitivity.json", {"layers": sensitivity, **result})
+    return result
+
+
+def quantize_stage(cfg: Config, out: str | Path) -> dict[str, dict]:
+    out = Path(out)
+    q = cfg.quantize
+    program = load_deploy(out)
+    d = cfg.data
+    calibration = generate_faces(q.calibration_faces, split_seed(cfg.seed, "calibration"), d.image_size,
+                                 d.n_identities).tensors()["image"]
+    faces = generate_faces(q.eval_faces, split_seed(cfg.seed, "test"), d.image_size, d.n_identities)
+    reference = task_metric(cfg, _predict(program.module(), faces.tensors()["image"]), faces)
+    results = {}
+    with progress() as bar:
+        for backend in q.backends:
+            results[backend] = quantize_backend(cfg, out, backend, program, calibration, faces, reference, bar)
+    return results
