@@ -12,9 +12,13 @@ from ktedge.progress import console
 
 
 def _config(args: argparse.Namespace):
+    """--config, else the run directory's resolved config.yaml (a stage run alone), else the default."""
     from ktedge.config import load_config, parse_override
 
-    return load_config(args.config, [parse_override(s) for s in args.set])
+    path = args.config
+    if path is None and args.command != "train" and (Path(args.out) / "config.yaml").is_file():
+        path = Path(args.out) / "config.yaml"
+    return load_config(path, [parse_override(s) for s in args.set])
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -23,6 +27,49 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _config(args)
     metrics = train(cfg, args.out)
     _print_train(metrics, Path(args.out))
+
+
+def cmd_fuse(args: argparse.Namespace) -> None:
+    from ktedge.model.fuse import fuse_stage
+
+    parity = fuse_stage(args.out)
+    _print_parity(parity, Path(args.out))
+
+
+def _print_parity(parity: dict, out: Path) -> None:
+    p = parity["params"]
+    console.print(f"fuse: deploy graph {p['deploy_graph']:,} parameters ({p['prior_encoders_removed']:,} prior-encoder "
+                  f"parameters removed); parity on {parity['faces']} held-out faces: max abs error "
+                  f"{parity['max_abs_error']:.2e} (gate {parity['tolerance']:.0e}), min cosine {parity['min_cosine']:.6f}"
+                  f" -> {out / 'fuse' / 'deploy.pt2'}")
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from ktedge.quantize.stage import quantize_stage
+
+    _print_quantize(quantize_stage(_config(args), args.out))
+
+
+def _print_quantize(results: dict[str, dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="int8 post-training quantization (task gate on labelled held-out faces)")
+    for col in ("backend", "metric", "fp32", "int8", "drift", "gate", "float layers", "status"):
+        table.add_column(col, justify="right" if col in ("fp32", "int8", "drift", "gate") else "left")
+    for b, r in results.items():
+        table.add_row(b, r["metric"], f"{r['fp32']:.3f}", f"{r['int8']:.3f}", f"{100 * r['drift_rel']:.2f}%",
+                      f"{100 * r['gate_drift_rel']:.0f}%", ", ".join(r["float_layers"]) or "-",
+                      "[green]pass" if r["passed"] else "[red]FAIL")
+    console.print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from ktedge.pipeline import run
+
+    cfg = _config(args)
+    run(cfg, args.out)
+    _print_train(json.loads((Path(args.out) / "train" / "metrics.json").read_text()), Path(args.out))
+    console.print(f"summary -> {Path(args.out) / 'summary.json'}")
 
 
 def _print_train(metrics: dict, out: Path) -> None:
@@ -57,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     stage("train", "train priors, the canonical encoder and the KT-Adapter", cmd_train, config=True)
+    stage("fuse", "checkpoint -> deploy graph (priors dropped, t_k/BatchNorm/input norm folded)", cmd_fuse)
+    stage("quantize", "deploy graph -> int8 program per backend, with a task-accuracy gate", cmd_quantize, config=True)
+    stage("run", "the whole pipeline on the config (finished stages are skipped)", cmd_run, config=True)
     return parser
 
 

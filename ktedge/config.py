@@ -69,12 +69,23 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class QuantizeConfig:
+    backends: list[str]
+    calibration_faces: int
+    observer: str  # activation observer: minmax | histogram
+    eval_faces: int  # labelled held-out faces for the task gate
+    max_drift_rel: float  # gate: |metric_int8 - metric_fp32| / metric_fp32
+    max_float_layers: int  # mixed-precision budget: layers that may fall back to float
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     seed: int
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
+    quantize: QuantizeConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -156,6 +167,16 @@ def _check_values(cfg: Config, source: str) -> None:
         need(0.0 <= getattr(a, p) <= 1.0, f"model.adapter.{p} must be in [0, 1]")
     need(cfg.train.landmark_loss in ("wing", "l1"), "train.landmark_loss must be 'wing' or 'l1'")
     need(cfg.train.batch_size >= 2, "train.batch_size must be >= 2")
+    q = cfg.quantize
+    from ktedge.quantize.quantizers import BACKENDS, OBSERVERS
+
+    for b in q.backends:
+        need(b in BACKENDS, f"quantize.backends: '{b}' is not one of {', '.join(BACKENDS)}")
+    need(q.observer in OBSERVERS, f"quantize.observer must be one of {', '.join(OBSERVERS)}")
+    need(q.calibration_faces >= 1, "quantize.calibration_faces must be >= 1")
+    need(q.eval_faces >= 16, "quantize.eval_faces must be >= 16")
+    need(q.max_drift_rel > 0, "quantize.max_drift_rel must be > 0")
+    need(q.max_float_layers >= 0, "quantize.max_float_layers must be >= 0")
     need(min(cfg.train.prior_epochs, cfg.train.canonical_epochs, cfg.train.adapter_epochs) >= 0, "epochs must be >= 0")
 
 
@@ -197,7 +218,10 @@ def load_config(path: str | Path | None = None, overrides: list[dict[str, Any]] 
 
 
 def config_from_dict(data: dict[str, Any], source: str) -> Config:
-    """Rebuild a Config stored in a checkpoint or run directory (same strict checks)."""
-    cfg = _build(Config, data, "", source)
+    """Rebuild a Config stored in a checkpoint or run directory: merged over the defaults like a
+    user file (sections added since it was written take their defaults), same strict checks."""
+    if not isinstance(data, dict):
+        raise KtedgeError(f"{source}: a config must be a mapping")
+    cfg = _build(Config, _merge(default_dict(), data, "", source), "", source)
     _check_values(cfg, source)
     return cfg

@@ -159,12 +159,18 @@ def train(cfg: Config, out: str | Path) -> dict:
 
     metrics = {"metric": task.metric_name, "lower_is_better": task.lower_is_better, **modes, "heads": heads,
                "params": _param_counts(model), "held_out_faces": d.n_val,
-               "wall_s": round(time.perf_counter() - t0, 2), "config_sha256": sha256_json(cfg.to_dict())}
+               "wall_s": round(time.perf_counter() - t0, 2), "config_sha256": train_config_sha256(cfg)}
     train_dir = out / "train"
     save_checkpoint(train_dir / "checkpoint.pt", model, cfg)
     write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     write_json(train_dir / "metrics.json", metrics)
     return metrics
+
+
+def train_config_sha256(cfg: Config) -> str:
+    """Hash of the config sections training reads: a change elsewhere does not force a retrain."""
+    d = cfg.to_dict()
+    return sha256_json({k: d[k] for k in ("seed", "data", "model", "train")})
 
 
 def _param_counts(model: KTModel) -> dict[str, int]:

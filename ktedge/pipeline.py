@@ -1,0 +1,63 @@
+"""`ktedge run`: the whole chain on one config, skipping stages whose inputs have not changed,
+ending with <out>/summary.json (DESIGN.md §2.8)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ktedge.atomic import sha256_file, write_json
+from ktedge.config import Config
+from ktedge.progress import console
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def train_is_current(cfg: Config, out: Path) -> bool:
+    """A finished train stage for exactly this config: its checkpoint and matching metrics exist."""
+    from ktedge.model.train import train_config_sha256
+
+    metrics = _read_json(out / "train" / "metrics.json")
+    return (metrics is not None and metrics.get("config_sha256") == train_config_sha256(cfg)
+            and (out / "train" / "checkpoint.pt").is_file())
+
+
+def fuse_is_current(out: Path) -> bool:
+    parity = _read_json(out / "fuse" / "parity.json")
+    return (parity is not None and parity.get("passed") is True and (out / "fuse" / "deploy.pt2").is_file()
+            and parity.get("checkpoint_sha256") == sha256_file(out / "train" / "checkpoint.pt"))
+
+
+def run(cfg: Config, out: str | Path) -> dict:
+    from ktedge.model.fuse import fuse_stage
+    from ktedge.model.train import train
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    if train_is_current(cfg, out):
+        console.print(f"train: up to date ({out / 'train' / 'checkpoint.pt'}), skipped")
+    else:
+        train(cfg, out)
+    if fuse_is_current(out):
+        console.print(f"fuse: up to date ({out / 'fuse' / 'deploy.pt2'}), skipped")
+    else:
+        fuse_stage(out)
+    summary = build_summary(out)
+    summary["pipeline_wall_s"] = round(time.perf_counter() - t0, 2)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def build_summary(out: Path) -> dict:
+    """summary.json from what the stages wrote in the run directory."""
+    metrics = _read_json(out / "train" / "metrics.json") or {}
+    name = metrics.get("metric")
+    train_block = {"metric": name, **{k: metrics[k] for k in ("canonical_alone", "kt_deploy", "ensemble") if k in metrics}}
+    parity = _read_json(out / "fuse" / "parity.json") or {}
+    return {"train": train_block, "fuse": {"max_abs_error": parity.get("max_abs_error")},
+            "wall_s": {"train": metrics.get("wall_s"), "fuse": parity.get("wall_s")}}
