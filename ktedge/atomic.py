@@ -55,3 +55,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def read_json(path: str | os.PathLike) -> Any | None:
+    """A JSON file's content, or None where it is missing or torn (a stage then reruns)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -66,10 +66,14 @@ def _print_quantize(results: dict[str, dict]) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from ktedge.pipeline import run
 
-    cfg = _config(args)
-    run(cfg, args.out)
-    _print_train(json.loads((Path(args.out) / "train" / "metrics.json").read_text()), Path(args.out))
-    console.print(f"summary -> {Path(args.out) / 'summary.json'}")
+    from ktedge.atomic import read_json
+
+    out = Path(args.out)
+    summary = run(_config(args), out)
+    _print_train(read_json(out / "train" / "metrics.json"), out)
+    _print_parity(read_json(out / "fuse" / "parity.json"), out)
+    _print_quantize({b: read_json(out / "quantize" / b / "sensitivity.json") for b in summary["quantize"]})
+    console.print(f"summary -> {out / 'summary.json'} (pipeline {summary['pipeline_wall_s']:.0f} s)")
 
 
 def _print_train(metrics: dict, out: Path) -> None:
@@ -110,8 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_library_logs() -> None:
+    # torchao warns at import about CUDA kernels a CPU build cannot load, and torch about an Enum
+    # registration of torchao's; neither concerns a user. --debug keeps them.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        _quiet_library_logs()
     try:
         args.fn(args)
     except KtedgeError as e:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-from ktedge.atomic import atomic_path, sha256_file, write_json
+from ktedge.atomic import atomic_path, read_json, sha256_file, sha256_json, write_json
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
 from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
@@ -24,6 +24,26 @@ from ktedge.quantize.quantizers import BACKENDS, make_quantizer
 from ktedge.quantize.sensitivity import layer_sensitivity
 
 SENSITIVITY_FACES = 32
+
+
+def quantize_config_sha256(cfg: Config) -> str:
+    """What a quantized program depends on besides the deploy graph: the quantize section and the
+    seed and data settings that draw the calibration and evaluation faces."""
+    d = cfg.to_dict()
+    return sha256_json({"seed": d["seed"], "data": d["data"], "quantize": d["quantize"]})
+
+
+def quantize_is_current(cfg: Config, out: Path) -> bool:
+    deploy = out / "fuse" / "deploy.pt2"
+    if not deploy.is_file():
+        return False
+    digest, want = sha256_file(deploy), quantize_config_sha256(cfg)
+    for backend in cfg.quantize.backends:
+        record = read_json(out / "quantize" / backend / "sensitivity.json")
+        if (record is None or record.get("deploy_sha256") != digest or record.get("config_sha256") != want
+                or not (out / "quantize" / backend / "model.pt2").is_file()):
+            return False
+    return True
 
 
 def load_deploy(out: Path) -> torch.export.ExportedProgram:
@@ -115,7 +135,8 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
         "backend": backend, "metric": metric_name, "fp32": reference, "int8": metric, "drift_rel": drift,
         "gate_drift_rel": q.max_drift_rel, "passed": passed, "float_layers": float_layers, "attempts": attempts,
         "eval_faces": len(faces), "output_ranges": output_ranges(_predict(float_gm, images[:64])),
-        "deploy_sha256": sha256_file(out / "fuse" / "deploy.pt2"), "wall_s": wall,
+        "deploy_sha256": sha256_file(out / "fuse" / "deploy.pt2"), "config_sha256": quantize_config_sha256(cfg),
+        "wall_s": wall,
     }
     write_json(dest / "sensitivity.json", {"layers": sensitivity, **result})
     return result
