@@ -63,6 +63,67 @@ def _print_quantize(results: dict[str, dict]) -> None:
     console.print(table)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from ktedge.export.stage import export_stage
+
+    _print_export(export_stage(_config(args), args.out))
+
+
+def _print_export(index: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="exported artifacts")
+    for col in ("artifact", "size", "status"):
+        table.add_column(col, justify="right" if col == "size" else "left")
+    for a in index["artifacts"]:
+        table.add_row(a["name"], f"{a['size_bytes'] / 1e6:.2f} MB" if a["ok"] else "-",
+                      "[green]ok" if a["ok"] else f"[red]{a['error']}")
+    console.print(table)
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from ktedge.export.validate import validate_stage
+
+    result = validate_stage(_config(args), args.out)
+    _print_validate(result["kt"], result["onet"])
+
+
+def _print_validate(kt: dict, onet: dict | None) -> None:
+    from rich.table import Table
+
+    name = kt["metric"]
+    table = Table(title=f"artifacts in their runtimes: {kt['faces']} labelled held-out faces "
+                        f"(fp32 torch {name} {kt['fp32_torch']:.3f})")
+    for col in ("artifact", name, "drift", "cosine min", "status"):
+        table.add_column(col, justify="right" if col in (name, "drift", "cosine min") else "left")
+    for key, r in kt["artifacts"].items():
+        if r["validated"]:
+            table.add_row(key, f"{r['metric']:.3f}", f"{100 * r['drift_rel']:.2f}%",
+                          f"{r['cosine_min']:.4f}", "[green]pass" if r["passed"] else "[red]FAIL")
+        else:
+            table.add_row(key, "-", "-", "-", _not_run_status(r))
+    console.print(table)
+    if onet is not None:
+        ref = onet["fp32_torch"]
+        table = Table(title=f"MTCNN O-Net on real LFW crops (fp32 torch: accuracy {ref['face_accuracy']:.1f}%, "
+                            f"AUC {ref['auc']:.4f})")
+        for col in ("artifact", "face acc", "AUC", "landmark NME vs fp32", "status"):
+            table.add_column(col, justify="left" if col in ("artifact", "status") else "right")
+        for key, r in onet["artifacts"].items():
+            if r["validated"]:
+                table.add_row(key, f"{r['face_accuracy']:.1f}%", f"{r['auc']:.4f}", f"{r['landmark_nme_vs_fp32']:.2f}%",
+                              "[green]pass" if r["passed"] else "[red]FAIL")
+            else:
+                table.add_row(key, "-", "-", "-", _not_run_status(r))
+        console.print(table)
+
+
+def _not_run_status(row: dict) -> str:
+    if row.get("passed") is None:
+        return "[yellow]Apple only: not run here"
+    return "[green]structure ok[/green], accuracy not run here" if row["passed"] else "[red]structure FAIL"
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from ktedge.pipeline import run
 
@@ -110,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     stage("train", "train priors, the canonical encoder and the KT-Adapter", cmd_train, config=True)
     stage("fuse", "checkpoint -> deploy graph (priors dropped, t_k/BatchNorm/input norm folded)", cmd_fuse)
     stage("quantize", "deploy graph -> int8 program per backend, with a task-accuracy gate", cmd_quantize, config=True)
+    stage("export", "int8/float programs -> ExecuTorch, TFLite, Core ML, ONNX artifacts + manifests", cmd_export,
+          config=True)
+    stage("validate", "every artifact in its own runtime on labelled held-out faces", cmd_validate, config=True)
     stage("run", "the whole pipeline on the config (finished stages are skipped)", cmd_run, config=True)
     return parser
 

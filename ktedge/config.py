@@ -79,6 +79,19 @@ class QuantizeConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    formats: list[str]
+    onet: bool  # also deploy the real pre-trained MTCNN O-Net, validated on real LFW crops
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    warmup: int
+    iters: int
+    threads: int
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     seed: int
@@ -86,6 +99,8 @@ class Config:
     model: ModelConfig
     train: TrainConfig
     quantize: QuantizeConfig
+    export: ExportConfig
+    bench: BenchConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,6 +192,13 @@ def _check_values(cfg: Config, source: str) -> None:
     need(q.eval_faces >= 16, "quantize.eval_faces must be >= 16")
     need(q.max_drift_rel > 0, "quantize.max_drift_rel must be > 0")
     need(q.max_float_layers >= 0, "quantize.max_float_layers must be >= 0")
+    from ktedge.export.registry import FORMATS
+
+    for f in cfg.export.formats:
+        need(f in FORMATS, f"export.formats: '{f}' is not one of {', '.join(FORMATS)}")
+    b = cfg.bench
+    need(b.warmup >= 0 and b.iters >= 5, "bench.warmup must be >= 0 and bench.iters >= 5")
+    need(b.threads >= 1, "bench.threads must be >= 1")
     need(min(cfg.train.prior_epochs, cfg.train.canonical_epochs, cfg.train.adapter_epochs) >= 0, "epochs must be >= 0")
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import torch
 from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
-from torchao.quantization.pt2e.quantizer import Quantizer, SharedQuantizationSpec
+from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer, SharedQuantizationSpec
 
 from ktedge.quantize.sensitivity import ACTIVATIONS
 
@@ -104,10 +105,30 @@ def _xnnpack(observer: str, qat: bool) -> Quantizer:
     return XNNPACKQuantizer().set_global(_with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))
 
 
+SOFTMAX = (torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
+
+
+def _annotate_softmax(model: GraphModule, config) -> None:
+    """TFLite's int8 SOFTMAX requires output scale 1/256, zero point -128. litert-torch's quantizer
+    sets that only on `_softmax` whose input is already annotated; the KT attention's softmax takes
+    a `stack` of scores (not annotated) and would get an observed scale the interpreter rejects."""
+    for node in model.graph.nodes:
+        if node.op == "call_function" and node.target in SOFTMAX and "quantization_annotation" not in node.meta:
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={node.args[0]: config.input_activation}, output_qspec=config.fixed_qparams,
+                _annotated=True)
+
+
 def _litert(observer: str, qat: bool) -> Quantizer:
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-    return PT2EQuantizer().set_global(_with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))
+    class LiteRTQuantizer(PT2EQuantizer):
+        def annotate(self, model: GraphModule) -> GraphModule:
+            model = super().annotate(model)
+            _annotate_softmax(model, self.global_config)
+            return model
+
+    return LiteRTQuantizer().set_global(_with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))
 
 
 # backend -> (quantizer factory, what the manifest says made it)

@@ -77,7 +77,8 @@ def quantize_program(program: torch.export.ExportedProgram, backend: str, observ
     with torch.no_grad():
         for i in range(0, len(calibration), 32):
             prepared(calibration[i:i + 32])
-    return convert_pt2e(prepared)
+    # litert-torch lowers float weights wrapped in quantize/dequantize, not pre-folded int8 constants.
+    return convert_pt2e(prepared, fold_quantize=backend != "tflite")
 
 
 def output_ranges(pred: np.ndarray) -> dict:

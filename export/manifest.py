@@ -1,0 +1,65 @@
+"""`manifest.json`, written beside every artifact: how to feed the model, how to decode it, what
+made it. One JSON Schema (manifest.schema.json) serves the Python loader and the Android app."""
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ktedge.atomic import sha256_path, size_bytes
+from ktedge.errors import KtedgeError
+
+SCHEMA_ID = "ktedge.manifest/1"
+TOOLS = ("torch", "executorch", "litert-torch", "ai-edge-litert", "coremltools", "onnx", "onnxruntime", "ktedge")
+
+
+@cache
+def schema() -> dict:
+    return json.loads(resources.files("ktedge.export").joinpath("manifest.schema.json").read_text())
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for name in TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def describe_file(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "size_bytes": size_bytes(path), "sha256": sha256_path(path)}
+
+
+def check_manifest(data: Any, where: str) -> dict:
+    """Schema errors become one line naming the manifest and the field."""
+    try:
+        jsonschema.validate(data, schema())
+    except jsonschema.ValidationError as e:
+        field = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise KtedgeError(f"{where}: invalid manifest at '{field}': {e.message}") from None
+    return data
+
+
+def load_manifest(artifact_dir: str | Path, verify_hash: bool = True) -> dict:
+    """Read and check `<artifact_dir>/manifest.json`: the schema, then that the artifact it
+    describes is there with the recorded size and sha256 (a swapped or torn file is refused)."""
+    path = Path(artifact_dir) / "manifest.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KtedgeError(f"{path}: no manifest (re-run `ktedge export`)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise KtedgeError(f"{path}: not valid JSON ({e})") from None
+    check_manifest(data, str(path))
+    artifact = path.parent / data["file"]
+    if not artifact.exists():
+        raise KtedgeError(f"{path}: the artifact it describes, {artifact.name}, is missing")
+    if verify_hash and sha256_path(artifact) != data["sha256"]:
+        raise KtedgeError(f"{artifact}: sha256 does not match its manifest (file changed or torn); re-run `ktedge export`")
+    return data

@@ -1,0 +1,113 @@
+"""Run an exported artifact in its own runtime, with I/O handled from its manifest only:
+layout (NCHW/NHWC), input dtype and int8 quantization, output dequantization. Validation and the
+latency harness both go through here."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ktedge.errors import KtedgeError
+from ktedge.export.manifest import load_manifest
+
+
+class NotRunnableHere(KtedgeError):
+    """The artifact's runtime does not exist on this OS (Core ML off Apple)."""
+
+
+def quantize_input(x: np.ndarray, tensor: dict) -> np.ndarray:
+    """Float input -> the manifest's dtype: q = round(x / scale) + zero_point, clipped."""
+    dtype = np.dtype(tensor["dtype"])
+    q = tensor["quantization"]
+    if q is None:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(dtype)
+
+
+def dequantize_output(y: np.ndarray, tensor: dict) -> np.ndarray:
+    q = tensor["quantization"]
+    return y.astype(np.float32) if q is None else (y.astype(np.float32) - q["zero_point"]) * q["scale"]
+
+
+def to_layout(image_nchw: np.ndarray, layout: str) -> np.ndarray:
+    return np.ascontiguousarray(image_nchw.transpose(0, 2, 3, 1)) if layout == "NHWC" else image_nchw
+
+
+class Runner:
+    """`runner(image)` with image (1, 3, S, S) float32 RGB 0..255 -> the outputs in manifest order."""
+
+    def __init__(self, artifact_dir: Path, manifest: dict, invoke: Callable[[np.ndarray], list[np.ndarray]]):
+        self.artifact_dir, self.manifest, self._invoke = artifact_dir, manifest, invoke
+
+    def __call__(self, image: np.ndarray) -> list[np.ndarray]:
+        inp = self.manifest["input"]
+        x = quantize_input(to_layout(image, inp["layout"]), inp)
+        raw = self._invoke(x)
+        return [dequantize_output(y, t).reshape(t["shape"]) for y, t in zip(raw, self.manifest["outputs"])]
+
+
+def _executorch(path: Path, manifest: dict, threads: int):
+    import torch
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+    from executorch.runtime import Runtime
+
+    if _threadpool_get_thread_count() != threads:  # XNNPACK's pool; the binding's only thread control
+        _unsafe_reset_threadpool(threads)
+    method = Runtime.get().load_program(path).load_method("forward")
+    return lambda x: [t.numpy() for t in method.execute([torch.from_numpy(x)])]
+
+
+def _tflite(path: Path, manifest: dict, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path), num_threads=threads).get_signature_runner()
+    key = next(iter(runner.get_input_details()))
+
+    def invoke(x: np.ndarray) -> list[np.ndarray]:
+        result = runner(**{key: x})
+        return [result[o["tensor"]] for o in manifest["outputs"]]
+    return invoke
+
+
+def _onnx(path: Path, manifest: dict, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})
+
+
+def _coreml(path: Path, manifest: dict, threads: int):
+    import platform
+
+    if platform.system() != "Darwin":
+        raise NotRunnableHere(f"{path}: Core ML runs only on macOS/iOS (this is {platform.system()})")
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(path))
+    name = manifest["input"]["name"]
+    return lambda x: [model.predict({name: x})[o["tensor"]] for o in manifest["outputs"]]
+
+
+LOADERS = {"executorch": _executorch, "tflite": _tflite, "onnx": _onnx, "coreml": _coreml}
+
+
+def open_runner(artifact_dir: str | Path, threads: int = 1) -> Runner:
+    """Load an artifact (manifest checked, hash verified) into its runtime."""
+    artifact_dir = Path(artifact_dir)
+    manifest = load_manifest(artifact_dir)
+    if manifest["format"] == "executorch" and manifest["variant"] == "coreml":
+        import platform
+
+        if platform.system() != "Darwin":
+            raise NotRunnableHere(f"{artifact_dir}: the ExecuTorch Core ML delegate runs only on Apple devices")
+    try:
+        invoke = LOADERS[manifest["format"]](artifact_dir / manifest["file"], manifest, threads)
+    except (ImportError, ModuleNotFoundError) as e:
+        raise KtedgeError(f"{artifact_dir}: the {manifest['format']} runtime is not installed ({e.name}); "
+                          f"`pip install -e .` installs it") from None
+    return Runner(artifact_dir, manifest, invoke)

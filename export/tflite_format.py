@@ -1,0 +1,103 @@
+"""TFLite `.tflite` via litert-torch: fp32, fp16 weights, int8 with float I/O and int8 with
+integer I/O. Inputs are NHWC (what a camera bitmap is), made so by litert-torch's
+to_channel_last_io; the manifest records what the converted file really has."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ktedge.export.registry import Exporter
+from ktedge.export.source import ExportSource
+
+TFLITE_INT8 = 9  # TensorType.INT8 in the TFLite schema
+
+
+def _nhwc(module: torch.nn.Module, src: ExportSource) -> tuple[torch.nn.Module, tuple]:
+    import litert_torch
+
+    return litert_torch.to_channel_last_io(module, args=[0]), (src.example.permute(0, 2, 3, 1).contiguous(),)
+
+
+def signature_io(path: Path) -> tuple[dict, list[dict]]:
+    """The file's own input/output dtypes and quantization, in signature order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+
+    def describe(key: str, d: dict) -> dict:
+        scale, zero = d["quantization"]
+        quant = {"scale": float(scale), "zero_point": int(zero)} if scale > 0 else None
+        return {"tensor": key, "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                "quantization": quant}
+
+    inputs = [describe(k, d) for k, d in runner.get_input_details().items()]
+    outputs = [describe(k, d) for k, d in runner.get_output_details().items()]
+    return inputs[0], outputs
+
+
+def _manifest_io(path: Path) -> dict:
+    inp, outs = signature_io(path)
+    inp = {"shape": inp["shape"], "dtype": inp["dtype"], "layout": "NHWC", "quantization": inp["quantization"]}
+    return {"input": inp, "outputs": outs}
+
+
+def _fp32(src: ExportSource, path: Path) -> dict:
+    import litert_torch
+
+    module, args = _nhwc(src.program.module(), src)
+    litert_torch.convert(module, args).export(str(path))
+    return _manifest_io(path)
+
+
+def _fp16(src: ExportSource, path: Path) -> dict:
+    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer.algorithms.nonlinear_quantize import float_casting
+
+    fp32 = path.with_name("fp32" + path.suffix)
+    _fp32(src, fp32)
+    q = quantizer.Quantizer(str(fp32))
+    q.load_quantization_recipe([{
+        "regex": ".*", "operation": "*", "algorithm_key": float_casting.ALGORITHM_KEY,
+        "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"}, "compute_precision": "FLOAT",
+                      "explicit_dequantize": True}}])
+    q.quantize(enable_progress_report=False).export_model(str(path), overwrite=True)
+    fp32.unlink()
+    return {**_manifest_io(path), "notes": ["fp16 weights, dequantized to fp32 at load (GPU delegates compute in fp16)"]}
+
+
+def _int8(src: ExportSource, path: Path) -> dict:
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    from ktedge.quantize.quantizers import make_quantizer
+
+    module, args = _nhwc(src.quantized["tflite"], src)
+    quantizer = make_quantizer("tflite", src.observer, src.float_layers["tflite"])
+    litert_torch.convert(module, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
+    return _manifest_io(path)
+
+
+def _int8_io(src: ExportSource, path: Path) -> dict:
+    from ai_edge_litert import _pywrap_modify_model_interface
+
+    float_io = path.with_name("float_io" + path.suffix)
+    _int8(src, float_io)
+    # The LiteRT tool that strips the boundary QUANTIZE/DEQUANTIZE ops; a tensor with no such op
+    # beside it (e.g. an output computed in float) keeps its float type, and the manifest says so.
+    _pywrap_modify_model_interface.modify_model_interface(str(float_io), str(path), TFLITE_INT8, TFLITE_INT8)
+    float_io.unlink()
+    io = _manifest_io(path)
+    notes = [f"{o['tensor']} stays float32: the converter computes it in float" for o in io["outputs"]
+             if o["dtype"] == "float32"]
+    return {**io, "notes": ["input is int8: q = round(pixel / scale) + zero_point, from the manifest", *notes]}
+
+
+RUNTIME = "ai_edge_litert interpreter (XNNPACK)"
+EXPORTERS = [
+    Exporter("tflite-fp32", "tflite", "fp32", "float-io", ".tflite", RUNTIME, None, _fp32),
+    Exporter("tflite-fp16", "tflite", "fp16", "float-io", ".tflite", RUNTIME, None, _fp16),
+    Exporter("tflite-int8", "tflite", "int8", "float-io", ".tflite", RUNTIME, "tflite", _int8),
+    Exporter("tflite-int8-int8io", "tflite", "int8", "int8-io", ".tflite", RUNTIME, "tflite", _int8_io),
+]
