@@ -86,11 +86,12 @@ def kt_source(cfg: Config, out: Path) -> ExportSource:
     quantized, float_layers, hashes = {}, {}, {"fp32": deploy_sha}
     for backend in cfg.quantize.backends:
         path = out / "quantize" / backend / "model.pt2"
+        program_q = _load_program(path, f"run `ktedge quantize --out {out}`")
         record = read_json(out / "quantize" / backend / "sensitivity.json") or {}
         if record.get("deploy_sha256") != deploy_sha:
             raise KtedgeError(f"{path}: made from another deploy graph than {deploy_path}; "
                               f"re-run `ktedge quantize --out {out}`")
-        quantized[backend] = _load_program(path, f"run `ktedge quantize --out {out}`").module()
+        quantized[backend] = program_q.module()
         float_layers[backend] = record.get("float_layers", [])
         hashes[backend] = sha256_file(path)
     task = TASKS[cfg.model.canonical.task]

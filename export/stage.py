@@ -20,17 +20,23 @@ from ktedge.progress import console, progress
 _OP = re.compile(r"(?:aten[:._]+|torch\.ops\.aten\.)([A-Za-z0-9_]+)|\b([a-z][a-z0-9_]*) op\b")
 
 
-def op_module(program, op: str) -> str | None:
-    """The module a graph op was traced in (from nn_module_stack), for error messages."""
+SELF = "L['self']."  # how torch.export prefixes module paths
+
+
+def op_modules(program, op: str) -> list[str]:
+    """The modules a graph op was traced in (from nn_module_stack), for error messages."""
+    found = []
     for node in program.graph.nodes:
         if node.op == "call_function" and str(node.target).split(".")[-2:][0] == op:
             stack = node.meta.get("nn_module_stack") or {}
             if stack:
                 path, cls = list(stack.values())[-1]
-                path = path.removeprefix("L['self'].")
-                return f"{path} ({getattr(cls, '__name__', cls)})"
-            return "(top level)"
-    return None
+                where = f"{path.removeprefix(SELF)} ({str(getattr(cls, '__name__', cls)).rsplit('.', 1)[-1]})"
+            else:
+                where = "(top level)"
+            if where not in found:
+                found.append(where)
+    return found
 
 
 def describe_failure(exp: Exporter, src: ExportSource, exc: BaseException) -> str:
@@ -42,9 +48,10 @@ def describe_failure(exp: Exporter, src: ExportSource, exc: BaseException) -> st
         e = e.__cause__ or e.__context__
     message = chain[0]
     for op in (a or b for text in chain for a, b in _OP.findall(text)):
-        module = op_module(src.program, op)
-        if module is not None:
-            return f"{exp.format} cannot lower op aten.{op} (from module {module}): {message[:200]}"
+        modules = op_modules(src.program, op)
+        if modules:
+            where = ", ".join(modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
+            return f"{exp.format} cannot lower op aten.{op} (in module {where}): {message[:200]}"
     return f"{exp.format} export failed ({type(exc).__name__}): {message[:300]}"
 
 

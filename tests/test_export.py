@@ -1,0 +1,195 @@
+"""Export + validate on a tiny trained run: every format's artifact in its own runtime on real
+(synthetic, labelled) faces, manifests checked, the int8-I/O path, named lowering errors, and the
+real MTCNN O-Net on real LFW crops."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ktedge.config import load_config
+from ktedge.errors import KtedgeError
+from ktedge.export.manifest import load_manifest
+from ktedge.export.registry import exporters
+from ktedge.export.runtimes import NotRunnableHere, open_runner, quantize_input
+from ktedge.export.source import ExportSource, batch_one, onet_split
+from ktedge.export.stage import export_source, export_stage
+from ktedge.export.validate import validate_stage
+from ktedge.model.data.faces import generate_faces, split_seed
+from ktedge.model.fuse import fuse_stage
+from ktedge.model.onet import load_pretrained_onet
+from ktedge.progress import progress
+from ktedge.quantize.stage import load_deploy, quantize_stage
+from tests.conftest import TINY
+
+QUICK = {"quantize": {"calibration_faces": 32, "eval_faces": 60, "max_float_layers": 2}}
+ALL_ARTIFACTS = {e.name for exps in exporters().values() for e in exps}
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    src, _ = tiny_run
+    out = tmp_path_factory.mktemp("exported")
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    cfg = load_config(overrides=[TINY, QUICK])
+    fuse_stage(out)
+    quantize_stage(cfg, out)
+    index = export_stage(cfg, out)
+    validation = validate_stage(cfg, out)
+    return out, cfg, index, validation
+
+
+def _faces(cfg, n=8) -> np.ndarray:
+    return generate_faces(n, split_seed(cfg.seed, "test"), cfg.data.image_size).tensors()["image"].numpy()
+
+
+def test_every_format_and_precision_is_exported_with_a_valid_manifest(exported):
+    out, _, index, _ = exported
+    assert {a["name"] for a in index["artifacts"] if a["ok"]} == ALL_ARTIFACTS
+    for a in index["artifacts"]:
+        m = load_manifest(out / "export" / a["name"])  # schema + sha256 + size
+        assert m["size_bytes"] == a["size_bytes"] > 10_000
+        assert m["source"]["checkpoint_sha256"] == json.loads((out / "fuse" / "parity.json").read_text())["checkpoint_sha256"]
+        assert m["preprocessing"]["crop_size"] == 64 and m["outputs"][0]["name"] == "landmarks"
+        assert (m["quantization"] is not None) == (m["precision"] in ("int8", "w8", "w8a8"))
+
+
+def test_int8_artifacts_are_at_most_a_third_of_fp32(exported):
+    _, _, index, _ = exported
+    size = {a["name"]: a["size_bytes"] for a in index["artifacts"]}
+    for fmt in ("executorch", "tflite", "onnx"):
+        assert size[f"{fmt}-int8"] / size[f"{fmt}-fp32"] < 0.34
+
+
+@pytest.mark.parametrize("name,tol", [("executorch-fp32", 1e-4), ("tflite-fp32", 1e-4), ("onnx-fp32", 1e-4),
+                                      ("tflite-fp16", 2e-3)])
+def test_float_artifacts_match_the_torch_program_on_faces(exported, name, tol):
+    out, cfg, _, _ = exported
+    images = _faces(cfg)
+    with torch.no_grad():
+        ref = load_deploy(out).module()(torch.from_numpy(images)).numpy()
+    runner = open_runner(out / "export" / name)
+    pred = np.concatenate([runner(images[i:i + 1])[0] for i in range(len(images))])
+    assert np.abs(pred - ref).max() < tol
+
+
+def test_validation_runs_every_non_apple_artifact_and_int8_meets_the_gate(exported):
+    _, cfg, _, validation = exported
+    rows = validation["kt"]["artifacts"]
+    for name, r in rows.items():
+        if name.startswith("coreml") or name.endswith("-coreml"):
+            assert r["validated"] is False and "not run" in r["accuracy"]
+            continue
+        assert r["validated"], name
+        assert r["cosine_min"] > 0.99, name
+        assert set(r["nme_by_region"]) == {"jaw", "brows", "nose", "eyes", "mouth"}
+        assert r["drift_rel"] <= cfg.quantize.max_drift_rel and r["passed"], name
+        if r["precision"] == "fp32":
+            assert r["drift_rel"] < 1e-4
+
+
+def test_coreml_structural_check_matches_the_precision(exported):
+    _, _, _, validation = exported
+    rows = validation["kt"]["artifacts"]
+    assert rows["coreml-fp16"]["structure"]["int8_weight_tensors"] == 0
+    assert rows["coreml-w8"]["structure"]["int8_weight_tensors"] > 0
+    assert rows["coreml-w8a8"]["structure"]["activation_quantize_ops"] > 0
+    for name in ("coreml-fp16", "coreml-w8", "coreml-w8a8"):
+        assert rows[name]["passed"] and rows[name]["structure"]["outputs_match"]
+
+
+def test_int8_io_tflite_takes_quantization_parameters_from_its_manifest(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, cfg, _, _ = exported
+    d = out / "export" / "tflite-int8-int8io"
+    m = load_manifest(d)
+    inp = m["input"]
+    assert inp["dtype"] == "int8" and inp["layout"] == "NHWC"
+    file_scale, file_zero = Interpreter(model_path=str(d / m["file"])).get_input_details()[0]["quantization"]
+    assert (inp["quantization"]["scale"], inp["quantization"]["zero_point"]) == (pytest.approx(file_scale), file_zero)
+    images = _faces(cfg, 4)
+    q = quantize_input(images.transpose(0, 2, 3, 1), inp)
+    assert q.dtype == np.int8 and q.min() >= -128
+    # Same int8 graph with float I/O: the manifest's parameters must reproduce its results.
+    int_io, float_io = open_runner(d), open_runner(out / "export" / "tflite-int8")
+    for i in range(len(images)):
+        assert np.abs(int_io(images[i:i + 1])[0] - float_io(images[i:i + 1])[0]).max() < 0.02
+
+
+def test_a_manifest_with_a_wrong_hash_or_a_missing_field_is_refused(exported, tmp_path):
+    out, _, _, _ = exported
+    d = tmp_path / "tflite-fp32"
+    shutil.copytree(out / "export" / "tflite-fp32", d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    data = bytearray((d / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (d / "model.tflite").write_bytes(bytes(data))
+    with pytest.raises(KtedgeError, match="sha256 does not match its manifest"):
+        open_runner(d)
+    preprocessing = manifest.pop("preprocessing")
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(KtedgeError, match=r"manifest\.json: invalid manifest at '\(top level\)': 'preprocessing' is a required"):
+        load_manifest(d)
+    manifest["preprocessing"], manifest["input"]["layout"] = preprocessing, "CHWN"
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(KtedgeError, match="invalid manifest at 'input/layout'"):
+        load_manifest(d)
+
+
+def test_coreml_is_not_run_off_apple_and_says_so(exported):
+    out, _, _, _ = exported
+    with pytest.raises(NotRunnableHere, match="Core ML runs only on macOS"):
+        open_runner(out / "export" / "coreml-fp16")
+
+
+class RawONet(nn.Module):
+    """The pre-trained O-Net as published, per-channel PReLU included (export rewrites it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = load_pretrained_onet()
+
+    def forward(self, image):
+        return self.net((image - 127.5) / 128.0)
+
+
+def test_an_op_a_format_cannot_lower_is_named_and_other_formats_still_export(tmp_path):
+    images, _, _ = onet_split()
+    net = RawONet().eval()
+    outputs = [{"name": n, "shape": s, "decode": "-"} for n, s in (("box", [1, 4]), ("landmarks5", [1, 10]), ("prob", [1, 2]))]
+    src = ExportSource(name="onet-as-published", program=batch_one(net, torch.from_numpy(images[:1])), quantized={},
+                       float_layers={}, calibration=images[:8], outputs=outputs, crop="-", checkpoint_sha256="0" * 64,
+                       observer="minmax", program_sha256={"fp32": "1" * 64})
+    with progress() as bar:
+        results = {r["name"]: r for r in export_source(src, tmp_path, ["coreml", "tflite"], bar)}
+    err = results["coreml-fp16"]
+    assert not err["ok"] and "coreml cannot lower op aten.prelu (in module net.prelu1 (PReLU)" in err["error"]
+    assert "no int8 program for backend 'coreml'" in results["coreml-w8a8"]["error"]
+    assert not (tmp_path / "coreml-fp16").exists()  # nothing half-written
+    assert results["tflite-fp32"]["ok"] and results["tflite-fp16"]["ok"]
+    out = open_runner(tmp_path / "tflite-fp32")(images[:1])
+    with torch.no_grad():
+        ref = net(torch.from_numpy(images[:1]))
+    assert all(np.allclose(o, r.numpy(), atol=1e-4) for o, r in zip(out, ref))
+
+
+def test_onet_int8_survives_real_lfw_faces(exported):
+    _, _, _, validation = exported
+    onet = validation["onet"]
+    assert onet["fp32_torch"]["face_accuracy"] >= 95.0  # the real pre-trained model on real crops
+    runnable = {k: r for k, r in onet["artifacts"].items() if r["validated"]}
+    assert {"executorch-int8", "tflite-int8", "onnx-int8"} <= set(runnable)
+    for name, r in runnable.items():
+        assert r["accuracy_drop"] <= 1.0 and r["landmark_nme_vs_fp32"] <= 2.0 and r["passed"], name
+
+
+def test_export_without_quantized_programs_is_a_clear_error(tiny_run, tmp_path):
+    src, _ = tiny_run
+    shutil.copytree(src / "train", tmp_path / "train")
+    fuse_stage(tmp_path)
+    cfg = load_config(overrides=[TINY, QUICK, {"export": {"onet": False}}])
+    with pytest.raises(KtedgeError, match=r"quantize/executorch/model\.pt2: missing \(run `ktedge quantize"):
+        export_stage(cfg, tmp_path)
