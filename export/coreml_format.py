@@ -1,5 +1,6 @@
-"""Core ML `.mlpackage` (ML program) via coremltools: fp16, W8 (weight-only int8 through
-coremltools.optimize) and W8A8 (the int8 PT2E program's quantize/dequantize pairs converted)."""
+"""Core ML `.mlpackage` (ML program) via coremltools: fp32 (the size baseline), fp16, W8
+(weight-only int8 through coremltools.optimize) and W8A8 (the int8 PT2E program's quantize/dequantize
+pairs converted)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,12 +21,14 @@ def _io(model) -> dict:
     return {"input_name": spec.description.input[0].name, "output_tensors": [o.name for o in spec.description.output]}
 
 
-def _fp16(src: ExportSource, path: Path) -> dict:
-    import coremltools as ct
+def _float(precision: str):
+    def export(src: ExportSource, path: Path) -> dict:
+        import coremltools as ct
 
-    model = _convert(src.program, ct.precision.FLOAT16)
-    model.save(str(path))
-    return _io(model)
+        model = _convert(src.program, getattr(ct.precision, precision))
+        model.save(str(path))
+        return _io(model)
+    return export
 
 
 def _w8(src: ExportSource, path: Path) -> dict:
@@ -51,7 +54,8 @@ def _w8a8(src: ExportSource, path: Path) -> dict:
 
 RUNTIME = "Core ML (macOS/iOS; structural check elsewhere)"
 EXPORTERS = [
-    Exporter("coreml-fp16", "coreml", "fp16", "mlprogram", ".mlpackage", RUNTIME, None, _fp16),
+    Exporter("coreml-fp32", "coreml", "fp32", "mlprogram", ".mlpackage", RUNTIME, None, _float("FLOAT32")),
+    Exporter("coreml-fp16", "coreml", "fp16", "mlprogram", ".mlpackage", RUNTIME, None, _float("FLOAT16")),
     Exporter("coreml-w8", "coreml", "w8", "mlprogram", ".mlpackage", RUNTIME, None, _w8),
     Exporter("coreml-w8a8", "coreml", "w8a8", "mlprogram", ".mlpackage", RUNTIME, "coreml", _w8a8),
 ]

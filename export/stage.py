@@ -14,7 +14,7 @@ from ktedge.errors import KtedgeError
 from ktedge.export.manifest import SCHEMA_ID, check_manifest, describe_file, tool_versions
 from ktedge.export.registry import Exporter, exporters
 from ktedge.export.source import QUANT_INFO, ExportSource, kt_source, onet_source
-from ktedge.progress import console, progress
+from ktedge.progress import console, converter_log, progress, quiet_library_logs
 
 # Op names as converters write them: aten::foo, aten.foo, torch.ops.aten.foo, or "foo op:".
 _OP = re.compile(r"(?:aten[:._]+|torch\.ops\.aten\.)([A-Za-z0-9_]+)|\b([a-z][a-z0-9_]*) op\b")
@@ -89,7 +89,7 @@ def build_manifest(src: ExportSource, exp: Exporter, built: dict, model_path: Pa
 def export_one(src: ExportSource, exp: Exporter, dest: Path) -> dict:
     """Write dest/<exp.name>/{model<suffix>, manifest.json} as one atomic folder rename."""
     t0 = time.perf_counter()
-    with atomic_path(dest / exp.name) as tmp:
+    with atomic_path(dest / exp.name) as tmp, converter_log(dest / "logs" / f"{exp.name}.log"):
         tmp.mkdir()
         model_path = tmp / f"model{exp.suffix}"
         built = exp.build(src, model_path)
@@ -115,7 +115,7 @@ def export_source(src: ExportSource, dest: Path, formats: list[str], bar) -> lis
                 results.append(export_one(src, exp, dest))
             except Exception as e:  # one format failing must not stop the others
                 error = describe_failure(exp, src, e)
-                console.print(f"[red]export {exp.name}: {error}[/red]")
+                console.print(f"[red]export {exp.name}: {error}[/red] (converter log: {dest / 'logs' / exp.name}.log)")
                 results.append({"name": exp.name, "format": exp.format, "precision": exp.precision, "ok": False,
                                 "error": error})
         bar.update(task, advance=1)
@@ -137,16 +137,47 @@ def export_is_current(cfg: Config, out: Path) -> bool:
             and all(Path(a["path"]).exists() for a in index["artifacts"] if a["ok"]))
 
 
+def _export_onet(backends: list[str], observer: str, dest: str, formats: list[str]) -> list[dict]:
+    """The O-Net's exports, run in a second process beside the KT model's (spawned: no torch state
+    is shared)."""
+    quiet_library_logs()
+    with progress() as bar:
+        return export_source(onet_source(backends, observer), Path(dest), formats, bar)
+
+
 def export_stage(cfg: Config, out: str | Path) -> dict:
+    """Both models' artifacts; on a machine with two or more cores the O-Net exports in a second
+    process while this one exports the KT model (the converters are single-threaded Python)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     out = Path(out)
     t0 = time.perf_counter()
     formats = cfg.export.formats
-    with progress() as bar:
-        artifacts = export_source(kt_source(cfg, out), out / "export", formats, bar)
-        onet = []
-        if cfg.export.onet:
-            onet = export_source(onet_source(cfg.quantize.backends, cfg.quantize.observer), out / "onet" / "export",
-                                 formats, bar)
+    onet_args = (cfg.quantize.backends, cfg.quantize.observer, str(out / "onet" / "export"), formats)
+    pool = None
+    if cfg.export.onet and (os.cpu_count() or 1) > 1:
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        onet_job = pool.submit(_export_onet, *onet_args)
+    try:
+        with progress() as bar:
+            artifacts = export_source(kt_source(cfg, out), out / "export", formats, bar)
+            if cfg.export.onet and pool is None:
+                onet = export_source(onet_source(*onet_args[:2]), out / "onet" / "export", formats, bar)
+        if pool is not None:
+            if not onet_job.done():
+                console.print("export: waiting for the O-Net exports in the second process")
+            try:
+                onet = onet_job.result()
+            except BrokenProcessPool as e:
+                onet = [{"name": e_.name, "format": e_.format, "precision": e_.precision, "ok": False,
+                         "error": f"the O-Net export process died: {e}"}
+                        for f in formats for e_ in exporters()[f]]
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if cfg.export.onet:
         write_json(out / "onet" / "export" / "index.json", {"artifacts": onet})
     index = {"artifacts": artifacts, "inputs_sha256": sha256_json(export_inputs(cfg, out)),

@@ -57,7 +57,7 @@ def coreml_structure(artifact_dir: Path, manifest: dict) -> dict:
     outputs = [o.name for o in spec.description.output]
     want_out = [o.get("tensor", o["name"]) for o in manifest["outputs"]]
     int8_weights = ops.get("constexpr_affine_dequantize", 0) + ops.get("constexpr_blockwise_shift_scale", 0)
-    expect = {"fp16": int8_weights == 0, "w8": int8_weights > 0 and ops.get("quantize", 0) == 0,
+    expect = {"fp32": int8_weights == 0 and ops.get("cast", 0) == 0, "fp16": int8_weights == 0, "w8": int8_weights > 0 and ops.get("quantize", 0) == 0,
               "w8a8": int8_weights > 0 and ops.get("quantize", 0) > 0}[manifest["precision"]]
     checks = {"inputs_match": inputs == [manifest["input"]["name"]], "outputs_match": outputs == want_out,
               "weights_match_precision": expect}
