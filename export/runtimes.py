@@ -93,6 +93,9 @@ def _coreml(path: Path, manifest: dict, threads: int):
     return lambda x: [model.predict({name: x})[o["tensor"]] for o in manifest["outputs"]]
 
 
+# What each loader imports: a latency harness imports these before timing a load.
+RUNTIME_MODULES = {"executorch": ["torch", "executorch.runtime"], "tflite": ["ai_edge_litert.interpreter"],
+                   "onnx": ["onnxruntime"], "coreml": []}
 LOADERS = {"executorch": _executorch, "tflite": _tflite, "onnx": _onnx, "coreml": _coreml}
 
 

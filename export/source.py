@@ -120,15 +120,22 @@ class PReLUAsMax(nn.Module):
         return torch.clamp(x, min=0) + a * torch.clamp(x, max=0)
 
 
+def replace_prelu(module: nn.Module) -> nn.Module:
+    """A copy of `module` with every nn.PReLU computed as PReLUAsMax (same values)."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.PReLU):
+                setattr(parent, name, PReLUAsMax(child))
+    return module
+
+
 class ONetDeploy(nn.Module):
     """O-Net taking raw RGB 0..255 at 48x48, MTCNN's normalisation inside the graph."""
 
     def __init__(self, net: ONet):
         super().__init__()
-        self.net = copy.deepcopy(net)
-        for name, child in list(self.net.named_children()):
-            if isinstance(child, nn.PReLU):
-                setattr(self.net, name, PReLUAsMax(child))
+        self.net = replace_prelu(net)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.net((image - ONET_MEAN) / ONET_STD)  # box (B, 4), landmarks (B, 10), prob (B, 2)

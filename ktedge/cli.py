@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import traceback
 from pathlib import Path
 
 from ktedge.errors import KtedgeError
-from ktedge.progress import console
+from ktedge.progress import console, quiet_library_logs
 
 
 def _config(args: argparse.Namespace):
@@ -118,6 +117,38 @@ def _print_validate(kt: dict, onet: dict | None) -> None:
         console.print(table)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from ktedge.benchmarks.stage import bench_stage
+
+    result = bench_stage(_config(args), args.out, args.device, args.runner, args.runner_path, args.delegate, args.adb)
+    _print_bench(result)
+
+
+def _print_bench(result: dict) -> None:
+    from rich.table import Table
+
+    p = result["protocol"]
+    table = Table(title=f"latency on {result['device']['name']} ({p['threads']} thread(s), {p['warmup']} warm-up, "
+                        f"{p['iters']} timed runs)")
+    for col in ("target", "model", "size", "median ms", "p90 ms", "model RSS", "status"):
+        table.add_column(col, justify="left" if col in ("target", "model", "status") else "right")
+    notes: list[str] = []  # reasons once each, as numbered notes under the table
+    for r in result["results"]:
+        lat = r.get("latency_ms") or {}
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        status = {"ok": "[green]ok", "skipped": "[yellow]skipped", "error": "[red]error"}[r["status"]]
+        if r["status"] != "ok":
+            if r["reason"] not in notes:
+                notes.append(r["reason"])
+            status += f" [{notes.index(r['reason']) + 1}]"
+        rss = r.get("model_rss_mb")
+        table.add_row(r["target"], r["model"], f"{r['size_bytes'] / 1e6:.2f} MB" if r.get("size_bytes") else "-",
+                      fmt(lat.get("median")), fmt(lat.get("p90")), "-" if rss is None else f"{rss:.1f} MB", status)
+    console.print(table)
+    for i, note in enumerate(notes, 1):
+        console.print(f"  [{i}] {note}", highlight=False)
+
+
 def _not_run_status(row: dict) -> str:
     if row.get("passed") is None:
         return "[yellow]Apple only: not run here"
@@ -131,10 +162,30 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     summary = run(_config(args), out)
+    console.rule("summary")
     _print_train(read_json(out / "train" / "metrics.json"), out)
     _print_parity(read_json(out / "fuse" / "parity.json"), out)
     _print_quantize({b: read_json(out / "quantize" / b / "sensitivity.json") for b in summary["quantize"]})
-    console.print(f"summary -> {out / 'summary.json'} (pipeline {summary['pipeline_wall_s']:.0f} s)")
+    _print_validate(read_json(out / "validate" / "accuracy.json"), read_json(out / "onet" / "validate" / "accuracy.json"))
+    _print_bench(read_json(out / "bench" / "host" / "latency.json"))
+    if summary["ratios"]:
+        _print_ratios(summary["ratios"])
+    console.print(f"summary -> {out / 'summary.json'}, report -> {out / 'report.md'} "
+                  f"(pipeline {summary['pipeline_wall_s']:.0f} s)")
+
+
+def _print_ratios(ratios: dict) -> None:
+    from rich.table import Table
+
+    from ktedge.benchmarks.ratios import table_rows
+
+    table = Table(title="targets (one bench run, this machine)")
+    for col in ("ratio", "where", "value", "target", ""):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for name, where, value, target, met in table_rows(ratios):
+        table.add_row(name, where, "-" if value is None else f"{value:.3f}", target,
+                      {True: "[green]met", False: "[red]missed", None: "-"}[met])
+    console.print(table)
 
 
 def _print_train(metrics: dict, out: Path) -> None:
@@ -174,21 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     stage("export", "int8/float programs -> ExecuTorch, TFLite, Core ML, ONNX artifacts + manifests", cmd_export,
           config=True)
     stage("validate", "every artifact in its own runtime on labelled held-out faces", cmd_validate, config=True)
+    bench = stage("bench", "latency of every artifact (host runtimes, or an Android phone over adb)", cmd_bench,
+                  config=True)
+    bench.add_argument("--device", default="host", help="host (default), android or android:SERIAL")
+    bench.add_argument("--runner", default="benchmark_model", choices=["benchmark_model", "executor_runner", "app"],
+                       help="on Android: LiteRT benchmark_model, ExecuTorch executor_runner, or the android_demo app")
+    bench.add_argument("--runner-path", help="where the runner binary is on the phone")
+    bench.add_argument("--delegate", default="xnnpack", choices=["xnnpack", "cpu", "gpu", "nnapi", "npu"],
+                       help="on Android: the delegate to ask for (what ran is read back and recorded)")
+    bench.add_argument("--adb", default="adb", help="the adb executable")
     stage("run", "the whole pipeline on the config (finished stages are skipped)", cmd_run, config=True)
     return parser
 
 
-def _quiet_library_logs() -> None:
-    # torchao warns at import about CUDA kernels a CPU build cannot load, and torch about an Enum
-    # registration of torchao's; neither concerns a user. --debug keeps them.
-    for name in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.debug:
-        _quiet_library_logs()
+    quiet_library_logs(verbose=args.debug)
     try:
         args.fn(args)
     except KtedgeError as e:

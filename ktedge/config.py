@@ -89,6 +89,7 @@ class BenchConfig:
     warmup: int
     iters: int
     threads: int
+    rounds: int  # host: the timed runs are interleaved over this many rounds of all targets
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ def _check_values(cfg: Config, source: str) -> None:
         need(f in FORMATS, f"export.formats: '{f}' is not one of {', '.join(FORMATS)}")
     b = cfg.bench
     need(b.warmup >= 0 and b.iters >= 5, "bench.warmup must be >= 0 and bench.iters >= 5")
+    need(1 <= b.rounds <= b.iters, "bench.rounds must be between 1 and bench.iters")
     need(b.threads >= 1, "bench.threads must be >= 1")
     need(min(cfg.train.prior_epochs, cfg.train.canonical_epochs, cfg.train.adapter_epochs) >= 0, "epochs must be >= 0")
 
