@@ -26,32 +26,72 @@ def fuse_is_current(out: Path) -> bool:
 
 
 def run(cfg: Config, out: str | Path) -> dict:
+    """train (if no current checkpoint) -> fuse -> quantize -> export -> validate -> bench ->
+    summary.json and the report. A stage whose recorded inputs match is skipped."""
+    from ktedge.benchmarks.report import write_report
+    from ktedge.benchmarks.stage import bench_is_current, bench_stage
+    from ktedge.export.stage import export_is_current, export_stage
+    from ktedge.export.validate import validate_is_current, validate_stage
     from ktedge.model.fuse import fuse_stage
     from ktedge.model.train import train
     from ktedge.quantize.stage import quantize_is_current, quantize_stage
 
     out = Path(out)
     t0 = time.perf_counter()
-    if train_is_current(cfg, out):
-        console.print(f"train: up to date ({out / 'train' / 'checkpoint.pt'}), skipped")
-    else:
-        train(cfg, out)
-    if fuse_is_current(out):
-        console.print(f"fuse: up to date ({out / 'fuse' / 'deploy.pt2'}), skipped")
-    else:
-        fuse_stage(out)
-    if quantize_is_current(cfg, out):
-        console.print(f"quantize: up to date ({out / 'quantize'}), skipped")
-    else:
-        quantize_stage(cfg, out)
+    stages = [
+        ("train", lambda: train_is_current(cfg, out), lambda: train(cfg, out), out / "train" / "checkpoint.pt"),
+        ("fuse", lambda: fuse_is_current(out), lambda: fuse_stage(out), out / "fuse" / "deploy.pt2"),
+        ("quantize", lambda: quantize_is_current(cfg, out), lambda: quantize_stage(cfg, out), out / "quantize"),
+        ("export", lambda: export_is_current(cfg, out), lambda: export_stage(cfg, out), out / "export"),
+        ("validate", lambda: validate_is_current(cfg, out), lambda: validate_stage(cfg, out),
+         out / "validate" / "accuracy.json"),
+        ("bench", lambda: bench_is_current(cfg, out), lambda: bench_stage(cfg, out),
+         out / "bench" / "host" / "latency.json"),
+    ]
+    skipped = []
+    for name, is_current, do, what in stages:
+        if is_current():
+            console.print(f"{name}: up to date ({what}), skipped")
+            skipped.append(name)
+        else:
+            console.rule(name)
+            do()
     summary = build_summary(out)
+    summary["skipped"] = skipped
     summary["pipeline_wall_s"] = round(time.perf_counter() - t0, 2)
     write_json(out / "summary.json", summary)
+    write_report(out, summary)
     return summary
 
 
+def _artifacts(out: Path) -> list[dict]:
+    """summary.json's artifacts: each export joined with its validation and its host latency."""
+    index = read_json(out / "export" / "index.json") or {"artifacts": []}
+    accuracy = (read_json(out / "validate" / "accuracy.json") or {}).get("artifacts", {})
+    latency = {r["target"]: r for r in (read_json(out / "bench" / "host" / "latency.json") or {}).get("results", [])}
+    rows = []
+    for a in index["artifacts"]:
+        if not a["ok"]:
+            rows.append({"name": a["name"], "format": a["format"], "precision": a["precision"], "exported": False,
+                         "error": a.get("error")})
+            continue
+        acc = accuracy.get(a["name"], {})
+        bench = latency.get(a["name"], {})
+        lat = bench.get("latency_ms")
+        rows.append({"name": a["name"], "format": a["format"], "precision": a["precision"], "variant": a["variant"],
+                     "path": str(Path(a["path"]).relative_to(out)), "size_bytes": a["size_bytes"],
+                     "sha256": a["sha256"], "validated": acc.get("validated", False), "metric": acc.get("metric"),
+                     "drift_rel": acc.get("drift_rel"), "passed": acc.get("passed"),
+                     "latency_ms": {"median": lat["median"], "p90": lat["p90"]} if lat else None,
+                     "bench_status": bench.get("status"), "bench_reason": bench.get("reason"),
+                     "runtime": acc.get("runtime") or bench.get("runtime")})
+    return rows
+
+
 def build_summary(out: Path) -> dict:
-    """summary.json from what the stages wrote in the run directory."""
+    """summary.json (DESIGN.md §2.8) from what the stages wrote in the run directory."""
+    from ktedge.benchmarks.ratios import compute_ratios
+
     metrics = read_json(out / "train" / "metrics.json") or {}
     name = metrics.get("metric")
     train_block = {"metric": name, **{k: metrics[k] for k in ("canonical_alone", "kt_deploy", "ensemble") if k in metrics}}
@@ -61,5 +101,17 @@ def build_summary(out: Path) -> dict:
         rec = read_json(path) or {}
         quantize[path.parent.name] = {k: rec.get(k) for k in ("drift_rel", "passed", "float_layers", "fp32", "int8")}
         quantize_wall += rec.get("wall_s") or 0.0
-    return {"train": train_block, "fuse": {"max_abs_error": parity.get("max_abs_error")}, "quantize": quantize,
-            "wall_s": {"train": metrics.get("wall_s"), "fuse": parity.get("wall_s"), "quantize": round(quantize_wall, 2)}}
+    index = read_json(out / "export" / "index.json")
+    accuracy = read_json(out / "validate" / "accuracy.json") or {}
+    latency = read_json(out / "bench" / "host" / "latency.json")
+    summary = {"train": train_block, "fuse": {"max_abs_error": parity.get("max_abs_error")}, "quantize": quantize,
+               "artifacts": _artifacts(out),
+               "ratios": compute_ratios(latency, index) if latency and index else None,
+               "wall_s": {"train": metrics.get("wall_s"), "fuse": parity.get("wall_s"),
+                          "quantize": round(quantize_wall, 2), "export": (index or {}).get("wall_s"),
+                          "validate": accuracy.get("wall_s"), "bench": (latency or {}).get("wall_s")}}
+    onet = read_json(out / "onet" / "validate" / "accuracy.json")
+    if onet is not None:
+        summary["onet"] = {"images": onet.get("images"), "fp32_torch": onet.get("fp32_torch"),
+                           "passed": all(r.get("passed") is not False for r in onet["artifacts"].values())}
+    return summary
