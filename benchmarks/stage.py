@@ -31,7 +31,7 @@ from ktedge.progress import console, progress
 
 SCHEMA_ID = "ktedge.latency/1"
 VARIANT_EXPORTERS = ("executorch-fp32", "tflite-fp32", "onnx-fp32")  # what the three-model comparison runs in
-HOST_FORMATS = ("executorch", "tflite", "onnx", "coreml")
+VARIANT_RECIPE = 3  # bump when what the comparison models are changes
 
 
 @cache
@@ -60,8 +60,9 @@ class ModeModel(nn.Module):
 
 
 def export_variants(cfg: Config, out: Path, bar) -> dict[str, Path]:
-    """The ensemble and the canonical encoder alone, exported like the deploy graph; reused while
-    the checkpoint is unchanged. -> {"<variant>/<exporter>": artifact dir}."""
+    """The ensemble (as trained, eval mode) and the canonical encoder alone (folded like the deploy
+    graph, without the adapter), exported by the deploy graph's exporters; reused while the
+    checkpoint and this recipe are unchanged. -> {"<variant>/<exporter>": artifact dir}."""
     from ktedge.export.stage import export_one
     from ktedge.model.checkpoint import load_checkpoint
 
@@ -71,18 +72,21 @@ def export_variants(cfg: Config, out: Path, bar) -> dict[str, Path]:
     stamp = read_json(root / "stamp.json") or {}
     registry = {e.name: e for exps in exporters().values() for e in exps}
     dirs = {f"{v}/{e}": root / v / e for v in ("ensemble", "canonical-alone") for e in VARIANT_EXPORTERS}
-    if stamp.get("checkpoint_sha256") == digest and all((d / "manifest.json").is_file() for d in dirs.values()):
+    current = stamp.get("checkpoint_sha256") == digest and stamp.get("recipe") == VARIANT_RECIPE
+    if current and all((d / "manifest.json").is_file() for d in dirs.values()):
         return dirs
     model, _ = load_checkpoint(ckpt)
     model = replace_prelu(model.eval())  # the O-Net prior's PReLU (see export.source)
     from ktedge.model.data.faces import generate_faces, split_seed
+    from ktedge.model.fuse import fuse_canonical_alone
 
     faces = generate_faces(4, split_seed(cfg.seed, "calibration"), cfg.data.image_size).tensors()["image"]
+    variants = {"ensemble": ModeModel(model, "ensemble"),
+                "canonical-alone": fuse_canonical_alone(model)}
     task = bar.add_task("export comparison models", total=len(dirs), info="")
-    for variant, mode in (("ensemble", "ensemble"), ("canonical-alone", "canonical")):
-        module = ModeModel(model, mode).eval()
+    for variant, module in variants.items():
         with torch.no_grad():
-            shape = list(module(faces[:1]).shape)
+            shape = list(module.eval()(faces[:1]).shape)
         src = ExportSource(name=variant, program=batch_one(module, faces[:1].clone()), quantized={}, float_layers={},
                            calibration=faces.numpy(), outputs=[{"name": cfg.model.canonical.task, "shape": shape,
                                                               "decode": "as the deploy model's"}],
@@ -92,7 +96,7 @@ def export_variants(cfg: Config, out: Path, bar) -> dict[str, Path]:
             bar.update(task, info=f"{variant} {name}")
             export_one(src, registry[name], root / variant)
             bar.update(task, advance=1)
-    write_json(root / "stamp.json", {"checkpoint_sha256": digest})
+    write_json(root / "stamp.json", {"checkpoint_sha256": digest, "recipe": VARIANT_RECIPE})
     return dirs
 
 
@@ -244,7 +248,7 @@ def bench_android(cfg: Config, out: Path, serial: str | None, runner: str, runne
 def bench_inputs(cfg: Config, out: Path) -> str:
     index = read_json(out / "export" / "index.json") or {}
     return sha256_json({"artifacts": [a.get("sha256") for a in index.get("artifacts", [])],
-                        "bench": cfg.to_dict()["bench"]})
+                        "bench": cfg.to_dict()["bench"], "variants": VARIANT_RECIPE})
 
 
 def bench_is_current(cfg: Config, out: Path) -> bool:

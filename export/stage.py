@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from ktedge.atomic import atomic_path, read_json, sha256_json, write_json
+from ktedge.atomic import atomic_path, read_json, sha256_file, sha256_json, write_json
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
 from ktedge.export.manifest import SCHEMA_ID, check_manifest, describe_file, tool_versions
@@ -124,11 +124,13 @@ def export_source(src: ExportSource, dest: Path, formats: list[str], bar) -> lis
 
 def export_inputs(cfg: Config, out: Path) -> dict:
     """What the export depends on: the programs it lowers and the formats asked for."""
+    def digest(path: Path) -> str | None:
+        return sha256_file(path) if path.is_file() else None
     fuse = read_json(out / "fuse" / "parity.json") or {}
-    programs = {b: (read_json(out / "quantize" / b / "sensitivity.json") or {}).get("config_sha256")
-                for b in cfg.quantize.backends}
-    return {"checkpoint": fuse.get("checkpoint_sha256"), "quantize": programs, "formats": cfg.export.formats,
-            "onet": cfg.export.onet, "observer": cfg.quantize.observer}
+    programs = {b: digest(out / "quantize" / b / "model.pt2") for b in cfg.quantize.backends}
+    return {"checkpoint": fuse.get("checkpoint_sha256"), "deploy": digest(out / "fuse" / "deploy.pt2"),
+            "quantize": programs, "formats": cfg.export.formats, "onet": cfg.export.onet,
+            "observer": cfg.quantize.observer}
 
 
 def export_is_current(cfg: Config, out: Path) -> bool:
@@ -137,43 +139,60 @@ def export_is_current(cfg: Config, out: Path) -> bool:
             and all(Path(a["path"]).exists() for a in index["artifacts"] if a["ok"]))
 
 
-def _export_onet(backends: list[str], observer: str, dest: str, formats: list[str]) -> list[dict]:
-    """The O-Net's exports, run in a second process beside the KT model's (spawned: no torch state
-    is shared)."""
+def _second_process(cfg_dict: dict, out: str, onet: bool) -> list[dict]:
+    """What runs beside the KT model's exports: the O-Net's, then the comparison models the bench
+    needs (ensemble, canonical encoder alone). Spawned: no torch state is shared."""
+    from ktedge.benchmarks.stage import export_variants
+    from ktedge.config import config_from_dict
+
     quiet_library_logs()
+    cfg, out_dir = config_from_dict(cfg_dict, "config"), Path(out)
+    results = []
     with progress() as bar:
-        return export_source(onet_source(backends, observer), Path(dest), formats, bar)
+        if onet:
+            results = export_source(onet_source(cfg.quantize.backends, cfg.quantize.observer),
+                                    out_dir / "onet" / "export", cfg.export.formats, bar)
+        try:
+            export_variants(cfg, out_dir, bar)
+        except Exception as e:  # the bench retries them and reports; the deploy artifacts stand
+            console.print(f"[yellow]export: comparison models not exported here ({e}); ktedge bench retries[/yellow]")
+    return results
 
 
 def export_stage(cfg: Config, out: str | Path) -> dict:
-    """Both models' artifacts; on a machine with two or more cores the O-Net exports in a second
-    process while this one exports the KT model (the converters are single-threaded Python)."""
+    """The KT model's artifacts, the O-Net's and the bench's comparison models. On two or more
+    cores the last two export in a second process while this one exports the KT model (the
+    converters are single-threaded Python)."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    from ktedge.benchmarks.stage import export_variants
+
     out = Path(out)
     t0 = time.perf_counter()
     formats = cfg.export.formats
-    onet_args = (cfg.quantize.backends, cfg.quantize.observer, str(out / "onet" / "export"), formats)
-    pool = None
-    if cfg.export.onet and (os.cpu_count() or 1) > 1:
+    pool, onet = None, []
+    if (os.cpu_count() or 1) > 1:
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        onet_job = pool.submit(_export_onet, *onet_args)
+        job = pool.submit(_second_process, cfg.to_dict(), str(out), cfg.export.onet)
     try:
         with progress() as bar:
             artifacts = export_source(kt_source(cfg, out), out / "export", formats, bar)
-            if cfg.export.onet and pool is None:
-                onet = export_source(onet_source(*onet_args[:2]), out / "onet" / "export", formats, bar)
+            if pool is None:
+                if cfg.export.onet:
+                    onet = export_source(onet_source(cfg.quantize.backends, cfg.quantize.observer),
+                                         out / "onet" / "export", formats, bar)
+                export_variants(cfg, out, bar)
         if pool is not None:
-            if not onet_job.done():
-                console.print("export: waiting for the O-Net exports in the second process")
+            if not job.done():
+                console.print("export: waiting for the O-Net and comparison-model exports in the second process")
             try:
-                onet = onet_job.result()
+                onet = job.result()
             except BrokenProcessPool as e:
                 onet = [{"name": e_.name, "format": e_.format, "precision": e_.precision, "ok": False,
-                         "error": f"the O-Net export process died: {e}"}
+                         "error": f"the second export process died: {e}"}
                         for f in formats for e_ in exporters()[f]]
     finally:
         if pool is not None:

@@ -22,7 +22,7 @@ from ktedge.export.source import astronaut_face, onet_split
 from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.model.metrics import nme_by_region, roc_auc
 from ktedge.model.tasks import TASKS
-from ktedge.progress import progress
+from ktedge.progress import converter_log, progress
 
 ONET_ACCURACY_GATE = 1.0  # points of face/non-face accuracy
 ONET_NME_GATE = 2.0  # percent of inter-ocular distance, artifact vs fp32
@@ -182,7 +182,7 @@ def validate_is_current(cfg: Config, out: Path) -> bool:
 def validate_stage(cfg: Config, out: str | Path) -> dict:
     out = Path(out)
     t0 = time.perf_counter()
-    with progress() as bar:
+    with progress() as bar, converter_log(out / "validate" / "runtimes.log"):  # the runtimes' own chatter
         kt = validate_kt(cfg, out, bar)
         onet = validate_onet(out, bar) if (out / "onet" / "export" / "index.json").is_file() else None
     if onet is not None:

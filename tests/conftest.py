@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from ktedge.config import load_config
@@ -7,6 +9,9 @@ TINY = {
     "data": {"n_train": 480, "n_val": 120},
     "train": {"prior_epochs": 3, "canonical_epochs": 4, "adapter_epochs": 8, "batch_size": 32},
 }
+# Quicker quantize and bench settings for the stages after training.
+QUICK = {"quantize": {"calibration_faces": 32, "eval_faces": 60, "max_float_layers": 2},
+         "bench": {"warmup": 2, "iters": 20, "rounds": 4}}
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +27,22 @@ def tiny_run(tiny_cfg, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_run")
     metrics = train(tiny_cfg, out)
     return out, metrics
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_run, tmp_path_factory):
+    """The tiny run fused, quantized, exported to every format (and the O-Net) and validated."""
+    from ktedge.export.stage import export_stage
+    from ktedge.export.validate import validate_stage
+    from ktedge.model.fuse import fuse_stage
+    from ktedge.quantize.stage import quantize_stage
+
+    src, _ = tiny_run
+    out = tmp_path_factory.mktemp("exported")
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    cfg = load_config(overrides=[TINY, QUICK])
+    fuse_stage(out)
+    quantize_stage(cfg, out)
+    index = export_stage(cfg, out)
+    validation = validate_stage(cfg, out)
+    return out, cfg, index, validation

@@ -16,29 +16,14 @@ from ktedge.export.registry import exporters
 from ktedge.export.runtimes import NotRunnableHere, open_runner, quantize_input
 from ktedge.export.source import ExportSource, batch_one, onet_split
 from ktedge.export.stage import export_source, export_stage
-from ktedge.export.validate import validate_stage
 from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.model.fuse import fuse_stage
 from ktedge.model.onet import load_pretrained_onet
 from ktedge.progress import progress
-from ktedge.quantize.stage import load_deploy, quantize_stage
-from tests.conftest import TINY
+from ktedge.quantize.stage import load_deploy
+from tests.conftest import QUICK, TINY
 
-QUICK = {"quantize": {"calibration_faces": 32, "eval_faces": 60, "max_float_layers": 2}}
 ALL_ARTIFACTS = {e.name for exps in exporters().values() for e in exps}
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_run, tmp_path_factory):
-    src, _ = tiny_run
-    out = tmp_path_factory.mktemp("exported")
-    shutil.copytree(src, out, dirs_exist_ok=True)
-    cfg = load_config(overrides=[TINY, QUICK])
-    fuse_stage(out)
-    quantize_stage(cfg, out)
-    index = export_stage(cfg, out)
-    validation = validate_stage(cfg, out)
-    return out, cfg, index, validation
 
 
 def _faces(cfg, n=8) -> np.ndarray:

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -76,5 +77,5 @@ def test_folded_graph_equals_unfolded(tiny_cfg, backbone, width, layers):
         torch.testing.assert_close(fuse(model)(x), model(x), atol=2e-5, rtol=0)
         # Each fold on its own is exact too.
         enc = model.canonical
-        torch.testing.assert_close(fold_input_norm(fold_batchnorm(__import__("copy").deepcopy(enc)))(x), enc(x),
-                                   atol=2e-5, rtol=0)
+        torch.testing.assert_close(fold_input_norm(fold_batchnorm(copy.deepcopy(enc)))(x),
+                                   enc(x), atol=2e-5, rtol=0)
