@@ -71,7 +71,8 @@ def export_variants(cfg: Config, out: Path, bar) -> dict[str, Path]:
     root = out / "bench" / "variants"
     stamp = read_json(root / "stamp.json") or {}
     registry = {e.name: e for exps in exporters().values() for e in exps}
-    dirs = {f"{v}/{e}": root / v / e for v in ("ensemble", "canonical-alone") for e in VARIANT_EXPORTERS}
+    names = [e for e in VARIANT_EXPORTERS if e.split("-")[0] in cfg.export.formats]  # the runtimes exported to
+    dirs = {f"{v}/{e}": root / v / e for v in ("ensemble", "canonical-alone") for e in names}
     current = stamp.get("checkpoint_sha256") == digest and stamp.get("recipe") == VARIANT_RECIPE
     if current and all((d / "manifest.json").is_file() for d in dirs.values()):
         return dirs
@@ -92,7 +93,7 @@ def export_variants(cfg: Config, out: Path, bar) -> dict[str, Path]:
                                                               "decode": "as the deploy model's"}],
                            crop="as the deploy model's", checkpoint_sha256=digest, observer=cfg.quantize.observer,
                            program_sha256={"fp32": digest})
-        for name in VARIANT_EXPORTERS:
+        for name in names:
             bar.update(task, info=f"{variant} {name}")
             export_one(src, registry[name], root / variant)
             bar.update(task, advance=1)
@@ -191,7 +192,7 @@ def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, ro
                 rows[name] = _row(name, name, manifest, None,
                                   "MediaPipe peer models not installed (`make install` extracts them)")
             else:
-                groups["tflite"].append((name, name, {**manifest, "note": what}))
+                groups.setdefault("tflite", []).append((name, name, {**manifest, "note": what}))
                 specs[name] = f"peer:{name}"
         task = bar.add_task("bench host", total=sum(len(g) for g in groups.values()), info="")
         for runtime, group in groups.items():

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ktedge.atomic import read_json, sha256_file, sha256_path
+from ktedge.atomic import read_json, sha256_file, sha256_path, verify_record
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
 from ktedge.model.data.faces import generate_faces, split_seed
@@ -86,6 +86,8 @@ def kt_source(cfg: Config, out: Path) -> ExportSource:
     quantized, float_layers, hashes = {}, {}, {"fp32": deploy_sha}
     for backend in cfg.quantize.backends:
         path = out / "quantize" / backend / "model.pt2"
+        verify_record(path, out / "quantize" / backend / "sensitivity.json", "model_sha256",
+                      f"re-run `ktedge quantize --out {out}`")
         program_q = _load_program(path, f"run `ktedge quantize --out {out}`")
         record = read_json(out / "quantize" / backend / "sensitivity.json") or {}
         if record.get("deploy_sha256") != deploy_sha:

@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from ktedge.errors import KtedgeError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -30,6 +32,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
+    """Delete what writes killed mid-way left behind (atomic_path's hidden temp folders); nothing
+    trusts them, they only take space. Call only when no other stage writes under `root`."""
+    stale = [p for p in Path(root).rglob(".*.tmp") if p.is_dir()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -71,6 +82,20 @@ def size_bytes(path: str | os.PathLike) -> int:
 
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def matches_record(path: str | os.PathLike, record: str | os.PathLike, key: str) -> bool:
+    """Whether `path` is still the file the stage that wrote it recorded under `key` in `record`."""
+    rec = read_json(record)
+    return rec is not None and Path(path).is_file() and rec.get(key) == sha256_file(path)
+
+
+def verify_record(path: str | os.PathLike, record: str | os.PathLike, key: str, fix: str) -> None:
+    """Refuse an input whose sha256 differs from its writer's record, naming both files."""
+    rec = read_json(record)
+    if rec is not None and rec.get(key) is not None and Path(path).is_file() and rec[key] != sha256_file(path):
+        raise KtedgeError(f"{path}: its sha256 is not the one {record} recorded when it was written "
+                          f"(changed or damaged since); {fix}")
 
 
 def read_json(path: str | os.PathLike) -> Any | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ktedge.atomic import read_json, sha256_file, write_json
+from ktedge.atomic import matches_record, read_json, remove_stale_temps, sha256_file, write_json
 from ktedge.config import Config
 from ktedge.progress import console
 
@@ -16,12 +16,13 @@ def train_is_current(cfg: Config, out: Path) -> bool:
 
     metrics = read_json(out / "train" / "metrics.json")
     return (metrics is not None and metrics.get("config_sha256") == train_config_sha256(cfg)
-            and (out / "train" / "checkpoint.pt").is_file())
+            and matches_record(out / "train" / "checkpoint.pt", out / "train" / "metrics.json", "checkpoint_sha256"))
 
 
 def fuse_is_current(out: Path) -> bool:
     parity = read_json(out / "fuse" / "parity.json")
-    return (parity is not None and parity.get("passed") is True and (out / "fuse" / "deploy.pt2").is_file()
+    return (parity is not None and parity.get("passed") is True
+            and matches_record(out / "fuse" / "deploy.pt2", out / "fuse" / "parity.json", "deploy_sha256")
             and parity.get("checkpoint_sha256") == sha256_file(out / "train" / "checkpoint.pt"))
 
 
@@ -38,6 +39,9 @@ def run(cfg: Config, out: str | Path) -> dict:
 
     out = Path(out)
     t0 = time.perf_counter()
+    if out.is_dir():
+        for p in remove_stale_temps(out):
+            console.print(f"removed {p} (left by an interrupted write)")
     stages = [
         ("train", lambda: train_is_current(cfg, out), lambda: train(cfg, out), out / "train" / "checkpoint.pt"),
         ("fuse", lambda: fuse_is_current(out), lambda: fuse_stage(out), out / "fuse" / "deploy.pt2"),

@@ -4,8 +4,9 @@
 - Everything that depends only on the constant knowledge token t_k (its LayerNorm, its
   query/key/value projections, its self-score) is folded into constants and Linear weights.
 - BatchNorm is folded into the preceding convolution.
-- Input normalisation is folded into the first convolution (weights / std; the mean stays one
-  subtraction, see NormalisedConv), so the graph takes raw RGB 0..255.
+- Input normalisation is folded into the first convolution, so the graph takes raw RGB 0..255.
+  Zero padding of a normalised image equals padding the raw image with the mean, so the folded
+  stem pads with the mean explicitly and the result is exact at the borders too.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ktedge.atomic import atomic_path, sha256_file, write_json
+from ktedge.atomic import atomic_path, sha256_file, verify_record, write_json
 from ktedge.errors import KtedgeError
 from ktedge.model.adapter import KTAdapter
 from ktedge.model.checkpoint import load_checkpoint
@@ -45,33 +46,27 @@ def _replace(root: nn.Module, target: nn.Module, new: nn.Module) -> None:
     raise ValueError("module not found")
 
 
-class NormalisedConv(nn.Module):
-    """conv(normalise(x)) for raw pixels x: 1/std folds into the conv's weights, the mean stays one
-    subtraction at the input, because the conv's zero padding must pad the mean-free image:
-
-        conv_W(pad0((x - m) / s)) + b  =  conv_{W/s}(pad0(x - m)) + b
-
-    The exact alternatives cost more on a phone: padding the raw image with the mean (PADV2 in
-    LiteRT, not taken by its XNNPACK delegate) made the whole model ~10 % slower; a constant
-    per-position bias map made the ExecuTorch int8 file 0.71 -> 0.77 MB."""
-
-    def __init__(self, conv: nn.Conv2d, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.conv = copy.deepcopy(conv)
-        with torch.no_grad():
-            self.conv.weight.div_(std[None, :, None, None])
-        self.register_buffer("mean", mean.reshape(1, 3, 1, 1).clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x - self.mean)  # (B, 3, S, S) raw -> (B, C_out, S', S')
-
-
 @torch.no_grad()
 def fold_input_norm(encoder: Encoder) -> nn.Module:
     """Encoder (norm + backbone) -> backbone whose first conv takes raw 0..255 pixels."""
     backbone = encoder.backbone
     conv = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
-    _replace(backbone, conv, NormalisedConv(conv, encoder.norm.mean.reshape(3), encoder.norm.std.reshape(3)))
+    mean = encoder.norm.mean.reshape(3)  # (3,)
+    std = encoder.norm.std.reshape(3)
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
+                       conv.dilation, conv.groups, bias=True)
+    folded.weight.copy_(conv.weight / std[None, :, None, None])
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+    folded.bias.copy_(bias - (conv.weight * (mean / std)[None, :, None, None]).sum((1, 2, 3)))
+    # A mean-value pad (PADV2 in LiteRT) made the LiteRT model ~10 % slower than subtracting the
+    # mean before a zero-padded conv, but that subtraction runs in float ahead of the first
+    # quantized op, so int8-input artifacts could not take integer pixels. Exactness and int8
+    # input win; the canonical-alone comparison model is folded the same way.
+    ph, pw = conv.padding
+    if not torch.all(mean == mean[0]):
+        raise ValueError("per-channel means need a per-channel pad; the project's encoders use one mean")
+    stem = nn.Sequential(nn.ConstantPad2d((pw, pw, ph, ph), float(mean[0])), folded) if ph or pw else folded
+    _replace(backbone, conv, stem)
     return backbone
 
 
@@ -207,6 +202,7 @@ def fuse_stage(out: str | Path) -> dict:
     out = Path(out)
     t0 = time.perf_counter()
     ckpt = out / "train" / "checkpoint.pt"
+    verify_record(ckpt, out / "train" / "metrics.json", "checkpoint_sha256", f"re-run `ktedge train --out {out}`")
     model, cfg = load_checkpoint(ckpt)
     deploy = fuse(model)
     faces = generate_faces(PARITY_FACES, split_seed(cfg.seed, "val"), cfg.data.image_size, cfg.data.n_identities)
@@ -230,11 +226,13 @@ def fuse_stage(out: str | Path) -> dict:
                    "prior_encoders_removed": count_params(model.priors)},
         "checkpoint_sha256": sha256_file(ckpt), "wall_s": round(time.perf_counter() - t0, 2),
     }
-    write_json(out / "fuse" / "parity.json", parity)
     if not parity["passed"]:
+        write_json(out / "fuse" / "parity.json", parity)
         raise KtedgeError(f"{out / 'fuse' / 'parity.json'}: fuse parity gate failed: deploy graph differs from the "
                           f"training graph by {err:.2e} > {PARITY_TOLERANCE:.0e}")
     for name, prog in (("deploy.pt2", program), ("deploy_uint8.pt2", program_u8)):
         with atomic_path(out / "fuse" / name) as tmp:
             torch.export.save(prog, tmp)
+        parity[f"{name.removesuffix('.pt2')}_sha256"] = sha256_file(out / "fuse" / name)
+    write_json(out / "fuse" / "parity.json", parity)  # last: the record of what was written
     return parity

@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch import nn
 
-from ktedge.atomic import sha256_json, write_json, write_text
+from ktedge.atomic import sha256_file, sha256_json, write_json, write_text
 from ktedge.config import Config, TrainConfig
 from ktedge.model.checkpoint import save_checkpoint
 from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
@@ -162,6 +162,7 @@ def train(cfg: Config, out: str | Path) -> dict:
                "wall_s": round(time.perf_counter() - t0, 2), "config_sha256": train_config_sha256(cfg)}
     train_dir = out / "train"
     save_checkpoint(train_dir / "checkpoint.pt", model, cfg)
+    metrics["checkpoint_sha256"] = sha256_file(train_dir / "checkpoint.pt")
     write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     write_json(train_dir / "metrics.json", metrics)
     return metrics

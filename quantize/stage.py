@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-from ktedge.atomic import atomic_path, read_json, sha256_file, sha256_json, write_json
+from ktedge.atomic import atomic_path, matches_record, read_json, sha256_file, sha256_json, verify_record, write_json
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
 from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
@@ -41,7 +41,8 @@ def quantize_is_current(cfg: Config, out: Path) -> bool:
     for backend in cfg.quantize.backends:
         record = read_json(out / "quantize" / backend / "sensitivity.json")
         if (record is None or record.get("deploy_sha256") != digest or record.get("config_sha256") != want
-                or not (out / "quantize" / backend / "model.pt2").is_file()):
+                or not matches_record(out / "quantize" / backend / "model.pt2", out / "quantize" / backend /
+                                      "sensitivity.json", "model_sha256")):
             return False
     return True
 
@@ -50,6 +51,7 @@ def load_deploy(out: Path) -> torch.export.ExportedProgram:
     path = out / "fuse" / "deploy.pt2"
     if not path.is_file():
         raise KtedgeError(f"{path}: no deploy graph (run `ktedge fuse --out {out}` first)")
+    verify_record(path, out / "fuse" / "parity.json", "deploy_sha256", f"re-run `ktedge fuse --out {out}`")
     try:
         return torch.export.load(path)
     except Exception as e:  # a torn or foreign archive
@@ -137,6 +139,7 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
         "gate_drift_rel": q.max_drift_rel, "passed": passed, "float_layers": float_layers, "attempts": attempts,
         "eval_faces": len(faces), "output_ranges": output_ranges(_predict(float_gm, images[:64])),
         "deploy_sha256": sha256_file(out / "fuse" / "deploy.pt2"), "config_sha256": quantize_config_sha256(cfg),
+        "model_sha256": sha256_file(dest / "model.pt2"),
         "wall_s": wall,
     }
     write_json(dest / "sensitivity.json", {"layers": sensitivity, **result})
