@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"ktedge: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions, a vanished folder: name the file, no traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"ktedge: error: {e.filename or ''}: {e.strerror or e} (check free space and permissions, then re-run)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ktedge: interrupted", file=sys.stderr)
         return 130
