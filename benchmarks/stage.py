@@ -13,17 +13,15 @@ import platform
 import subprocess
 import sys
 import time
-from functools import cache
-from importlib import resources
 from pathlib import Path
 
-import jsonschema
 import torch
 from torch import nn
 
 from ktedge.atomic import read_json, sha256_file, sha256_json, write_json
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
+from ktedge.schema import check, load_schema
 from ktedge.export.manifest import load_manifest
 from ktedge.export.registry import exporters
 from ktedge.export.source import ExportSource, batch_one, replace_prelu
@@ -34,18 +32,8 @@ VARIANT_EXPORTERS = ("executorch-fp32", "tflite-fp32", "onnx-fp32")  # what the 
 VARIANT_RECIPE = 3  # bump when what the comparison models are changes
 
 
-@cache
-def latency_schema() -> dict:
-    return json.loads(resources.files("ktedge.benchmarks").joinpath("latency.schema.json").read_text())
-
-
 def check_latency(data: dict, where: str) -> dict:
-    try:
-        jsonschema.validate(data, latency_schema())
-    except jsonschema.ValidationError as e:
-        field = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise KtedgeError(f"{where}: invalid latency results at '{field}': {e.message}") from None
-    return data
+    return check(data, load_schema("ktedge.benchmarks", "latency.schema.json"), where, "latency results")
 
 
 class ModeModel(nn.Module):

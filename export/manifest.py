@@ -3,23 +3,21 @@ made it. One JSON Schema (manifest.schema.json) serves the Python loader and the
 from __future__ import annotations
 
 import json
-from functools import cache
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 
 from ktedge.atomic import sha256_path, size_bytes
 from ktedge.errors import KtedgeError
+from ktedge.schema import check, load_schema
 
 SCHEMA_ID = "ktedge.manifest/1"
 TOOLS = ("torch", "executorch", "litert-torch", "ai-edge-litert", "coremltools", "onnx", "onnxruntime", "ktedge")
 
 
-@cache
 def schema() -> dict:
-    return json.loads(resources.files("ktedge.export").joinpath("manifest.schema.json").read_text())
+    return load_schema("ktedge.export", "manifest.schema.json")
 
 
 def tool_versions() -> dict[str, str]:
@@ -38,12 +36,7 @@ def describe_file(path: Path) -> dict[str, Any]:
 
 def check_manifest(data: Any, where: str) -> dict:
     """Schema errors become one line naming the manifest and the field."""
-    try:
-        jsonschema.validate(data, schema())
-    except jsonschema.ValidationError as e:
-        field = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise KtedgeError(f"{where}: invalid manifest at '{field}': {e.message}") from None
-    return data
+    return check(data, schema(), where, "manifest")
 
 
 def load_manifest(artifact_dir: str | Path, verify_hash: bool = True) -> dict:
