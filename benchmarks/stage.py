@@ -1,12 +1,13 @@
 """`ktedge bench`: latency of every artifact under one protocol -> bench/<device>/latency.json.
 
 Host: one measurement process per runtime (ExecuTorch runtime, LiteRT interpreter, onnxruntime;
-Core ML is skipped off Apple with the reason), its targets timed interleaved (see harness). Comparisons in the same run: the KT
-deploy graph against the full ensemble (all priors + adapter) and the canonical encoder alone,
-exported by the same exporters; MediaPipe's face models as peer rows.
+Core ML is skipped off Apple with the reason), its targets timed interleaved (see harness).
+Comparisons in the same run: the KT deploy graph against the full ensemble (all priors + adapter)
+and the canonical encoder alone, exported by the same exporters; MediaPipe's face models as peers.
 Android (`--device android[:SERIAL]`): the same artifacts pushed and run over adb."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -15,17 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from ktedge.atomic import read_json, sha256_file, sha256_json, write_json
+from ktedge.atomic import read_json, sha256_file, sha256_json, write_bytes, write_json
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
-from ktedge.schema import check, load_schema
 from ktedge.export.manifest import load_manifest
 from ktedge.export.registry import exporters
 from ktedge.export.source import ExportSource, batch_one, replace_prelu
+from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.progress import console, progress
+from ktedge.schema import check, load_schema
 
 SCHEMA_ID = "ktedge.latency/1"
 VARIANT_EXPORTERS = ("executorch-fp32", "tflite-fp32", "onnx-fp32")  # what the three-model comparison runs in
@@ -66,7 +69,6 @@ def export_variants(cfg: Config, out: Path, bar) -> dict[str, Path]:
         return dirs
     model, _ = load_checkpoint(ckpt)
     model = replace_prelu(model.eval())  # the O-Net prior's PReLU (see export.source)
-    from ktedge.model.data.faces import generate_faces, split_seed
     from ktedge.model.fuse import fuse_canonical_alone
 
     faces = generate_faces(4, split_seed(cfg.seed, "calibration"), cfg.data.image_size).tensors()["image"]
@@ -140,13 +142,6 @@ def _targets(cfg: Config, out: Path, bar) -> list[tuple[str, str, Path]]:
 def bench_face(cfg: Config, out: Path) -> Path:
     """The one face crop every host target is fed (a face, not noise: some delegates take
     data-dependent paths)."""
-    from ktedge.atomic import write_bytes
-    from ktedge.model.data.faces import generate_faces, split_seed
-
-    import io
-
-    import numpy as np
-
     face = generate_faces(1, split_seed(cfg.seed, "test"), cfg.data.image_size).tensors()["image"].numpy()
     buf = io.BytesIO()
     np.save(buf, face.astype(np.float32))
