@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="print the run's int8/fp32, deploy/canonical and ensemble/deploy ratios")
     p.add_argument("--out", type=Path, required=True, help="a run directory (after `ktedge export`)")
     args = p.parse_args(argv)
+    from ktedge.progress import quiet_library_logs
+
+    quiet_library_logs()
     from ktedge.benchmarks.stage import bench_is_current, bench_stage
     from ktedge.config import load_config
 
