@@ -57,6 +57,9 @@ def test_mixed_precision_fallback_fires_on_a_layer_made_sensitive(quantized, tmp
         model.decoder.mlp[0].bias[0] = 5000.0
         model.decoder.mlp[2].weight[:, 0] = 0.0
     save_checkpoint(run / "train" / "checkpoint.pt", model, cfg)
+    with pytest.raises(KtedgeError, match=r"checkpoint.pt: its sha256 is not the one .*metrics.json recorded"):
+        fuse_stage(run)  # a checkpoint changed behind its training record is refused
+    (run / "train" / "metrics.json").unlink()  # one brought in by hand, with no record, is taken as it is
     fuse_stage(run)
     qcfg = load_config(overrides=[TINY, QUICK, {"quantize": {"backends": ["executorch"]}}])
     r = quantize_stage(qcfg, run)["executorch"]
