@@ -14,7 +14,7 @@ from ktedge.errors import KtedgeError
 from ktedge.export.manifest import SCHEMA_ID, check_manifest, describe_file, tool_versions
 from ktedge.export.registry import Exporter, exporters
 from ktedge.export.source import QUANT_INFO, ExportSource, kt_source, onet_source
-from ktedge.progress import console, converter_log, progress, quiet_library_logs
+from ktedge.progress import console, converter_log, is_verbose, progress, quiet_library_logs
 
 # Op names as converters write them: aten::foo, aten.foo, torch.ops.aten.foo, or "foo op:".
 _OP = re.compile(r"(?:aten[:._]+|torch\.ops\.aten\.)([A-Za-z0-9_]+)|\b([a-z][a-z0-9_]*) op\b")
@@ -139,13 +139,14 @@ def export_is_current(cfg: Config, out: Path) -> bool:
             and all(Path(a["path"]).exists() for a in index["artifacts"] if a["ok"]))
 
 
-def _second_process(cfg_dict: dict, out: str, onet: bool) -> list[dict]:
+def _second_process(cfg_dict: dict, out: str, onet: bool, verbose: bool) -> list[dict]:
     """What runs beside the KT model's exports: the O-Net's, then the comparison models the bench
-    needs (ensemble, canonical encoder alone). Spawned: no torch state is shared."""
+    needs (ensemble, canonical encoder alone). Spawned (no torch state is shared), or called in
+    this process on a single core."""
     from ktedge.benchmarks.stage import export_variants
     from ktedge.config import config_from_dict
 
-    quiet_library_logs()
+    quiet_library_logs(verbose)
     cfg, out_dir = config_from_dict(cfg_dict, "config"), Path(out)
     results = []
     with progress() as bar:
@@ -168,24 +169,20 @@ def export_stage(cfg: Config, out: str | Path) -> dict:
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    from ktedge.benchmarks.stage import export_variants
-
     out = Path(out)
     t0 = time.perf_counter()
     formats = cfg.export.formats
-    pool, onet = None, []
+    second = (cfg.to_dict(), str(out), cfg.export.onet, is_verbose())
+    pool = None
     if (os.cpu_count() or 1) > 1:
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        job = pool.submit(_second_process, cfg.to_dict(), str(out), cfg.export.onet)
+        job = pool.submit(_second_process, *second)
     try:
         with progress() as bar:
             artifacts = export_source(kt_source(cfg, out), out / "export", formats, bar)
-            if pool is None:
-                if cfg.export.onet:
-                    onet = export_source(onet_source(cfg.quantize.backends, cfg.quantize.observer),
-                                         out / "onet" / "export", formats, bar)
-                export_variants(cfg, out, bar)
-        if pool is not None:
+        if pool is None:
+            onet = _second_process(*second)
+        else:
             if not job.done():
                 console.print("export: waiting for the O-Net and comparison-model exports in the second process")
             try:

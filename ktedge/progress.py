@@ -59,6 +59,10 @@ def quiet_library_logs(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def is_verbose() -> bool:
+    return _verbose
+
+
 @contextlib.contextmanager
 def converter_log(log: Path) -> Iterator[Path]:
     """Send everything printed inside the block, by Python or native code (coremltools, the
