@@ -25,14 +25,14 @@ from ktedge.config import Config
 from ktedge.errors import KtedgeError
 from ktedge.export.manifest import load_manifest
 from ktedge.export.registry import exporters
-from ktedge.export.source import ExportSource, batch_one, replace_prelu
+from ktedge.export.source import ExportSource, batch_one, replace_prelu, task_output
 from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.progress import console, progress
 from ktedge.schema import check, load_schema
 
 SCHEMA_ID = "ktedge.latency/1"
 VARIANT_EXPORTERS = ("executorch-fp32", "tflite-fp32", "onnx-fp32")  # what the three-model comparison runs in
-VARIANT_RECIPE = 3  # bump when what the comparison models are changes
+VARIANT_RECIPE = 4  # bump when what the comparison models are changes
 
 
 def check_latency(data: dict, where: str) -> dict:
@@ -79,8 +79,7 @@ def export_variants(cfg: Config, out: Path, bar) -> dict[str, Path]:
         with torch.no_grad():
             shape = list(module.eval()(faces[:1]).shape)
         src = ExportSource(name=variant, program=batch_one(module, faces[:1].clone()), quantized={}, float_layers={},
-                           calibration=faces.numpy(), outputs=[{"name": cfg.model.canonical.task, "shape": shape,
-                                                              "decode": "as the deploy model's"}],
+                           calibration=faces.numpy(), outputs=[task_output(cfg.model.canonical.task, shape)],
                            crop="as the deploy model's", checkpoint_sha256=digest, observer=cfg.quantize.observer,
                            program_sha256={"fp32": digest})
         for name in names:

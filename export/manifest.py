@@ -12,7 +12,7 @@ from ktedge.atomic import sha256_path, size_bytes
 from ktedge.errors import KtedgeError
 from ktedge.schema import check, load_schema
 
-SCHEMA_ID = "ktedge.manifest/1"
+SCHEMA_ID = "ktedge.manifest/2"  # 2: each output names its decoding kind
 TOOLS = ("torch", "executorch", "litert-torch", "ai-edge-litert", "coremltools", "onnx", "onnxruntime", "ktedge")
 
 

@@ -1,6 +1,6 @@
 """Run an exported artifact in its own runtime, with I/O handled from its manifest only:
-layout (NCHW/NHWC), input dtype and int8 quantization, output dequantization. Validation and the
-latency harness both go through here."""
+colour order, normalisation, layout, input dtype and int8 quantization, output dequantization
+(export/preprocess.py). Validation and the latency harness both go through here."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,29 +10,16 @@ import numpy as np
 
 from ktedge.errors import KtedgeError
 from ktedge.export.manifest import load_manifest
+from ktedge.export.preprocess import dequantize_output, model_input
 
 
 class NotRunnableHere(KtedgeError):
-    """The artifact's runtime does not exist on this OS (Core ML off Apple)."""
+    """The artifact's runtime is not here: not on this OS (Core ML off Apple), or not installed.
+    Validation records the artifact as not run and goes on with the others."""
 
-
-def quantize_input(x: np.ndarray, tensor: dict) -> np.ndarray:
-    """Float input -> the manifest's dtype: q = round(x / scale) + zero_point, clipped."""
-    dtype = np.dtype(tensor["dtype"])
-    q = tensor["quantization"]
-    if q is None:
-        return x.astype(dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(dtype)
-
-
-def dequantize_output(y: np.ndarray, tensor: dict) -> np.ndarray:
-    q = tensor["quantization"]
-    return y.astype(np.float32) if q is None else (y.astype(np.float32) - q["zero_point"]) * q["scale"]
-
-
-def to_layout(image_nchw: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(image_nchw.transpose(0, 2, 3, 1)) if layout == "NHWC" else image_nchw
+    def __init__(self, message: str, short: str):
+        super().__init__(message)
+        self.short = short  # a few words for a table cell
 
 
 class Runner:
@@ -42,9 +29,7 @@ class Runner:
         self.artifact_dir, self.manifest, self._invoke = artifact_dir, manifest, invoke
 
     def __call__(self, image: np.ndarray) -> list[np.ndarray]:
-        inp = self.manifest["input"]
-        x = quantize_input(to_layout(image, inp["layout"]), inp)
-        raw = self._invoke(x)
+        raw = self._invoke(model_input(image, self.manifest))
         return [dequantize_output(y, t).reshape(t["shape"]) for y, t in zip(raw, self.manifest["outputs"])]
 
 
@@ -85,7 +70,7 @@ def _coreml(path: Path, manifest: dict, threads: int):
     import platform
 
     if platform.system() != "Darwin":
-        raise NotRunnableHere(f"{path}: Core ML runs only on macOS/iOS (this is {platform.system()})")
+        raise NotRunnableHere(f"{path}: Core ML runs only on macOS/iOS (this is {platform.system()})", "Apple only")
     import coremltools as ct
 
     model = ct.models.MLModel(str(path))
@@ -107,10 +92,11 @@ def open_runner(artifact_dir: str | Path, threads: int = 1) -> Runner:
         import platform
 
         if platform.system() != "Darwin":
-            raise NotRunnableHere(f"{artifact_dir}: the ExecuTorch Core ML delegate runs only on Apple devices")
+            raise NotRunnableHere(f"{artifact_dir}: the ExecuTorch Core ML delegate runs only on Apple devices",
+                                  "Apple only")
     try:
         invoke = LOADERS[manifest["format"]](artifact_dir / manifest["file"], manifest, threads)
     except (ImportError, ModuleNotFoundError) as e:
-        raise KtedgeError(f"{artifact_dir}: the {manifest['format']} runtime is not installed ({e.name}); "
-                          f"`pip install -e .` installs it") from None
+        raise NotRunnableHere(f"{artifact_dir}: the {manifest['format']} runtime is not installed ({e.name}); "
+                              f"`pip install -e .` installs it", f"{e.name} not installed") from None
     return Runner(artifact_dir, manifest, invoke)

@@ -14,19 +14,32 @@ from torch import nn
 from ktedge.atomic import read_json, sha256_file, sha256_path, verify_record
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
-from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.model.onet import ONET_MEAN, ONET_SIZE, ONET_STD, ONet, load_pretrained_onet, onet_weights_path
+from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, EXPRESSIONS
 from ktedge.model.tasks import TASKS
+from ktedge.quantize.calibration import calibration_set
 
-# How an app turns each task's output tensor into an answer.
-DECODE = {
-    "landmarks": "68 (x, y) points, iBUG-300W order, as fractions of the crop: pixel = value * crop_size",
-    "age": "age in years",
-    "attributes": "one logit per attribute: present where > 0",
-    "action_units": "one logit per action unit: active where > 0",
-    "expression": "logits over expressions: argmax",
-    "identity": "unit-length embedding: same person where cosine similarity is above the verification threshold",
+# How an app turns each task's output tensor into an answer: a kind the app decodes (export/preprocess.py
+# decode, the Android app's Decode.kt), the class names where there are some, and a line for a person.
+TASK_OUTPUTS = {
+    "landmarks": {"kind": "points_xy",
+                  "decode": "68 (x, y) points, iBUG-300W order, as fractions of the crop: pixel = value * crop_size"},
+    "age": {"kind": "value", "decode": "age in years"},
+    "attributes": {"kind": "multilabel_logits", "labels": list(ATTRIBUTES),
+                   "decode": "one logit per attribute: present where > 0"},
+    "action_units": {"kind": "multilabel_logits", "labels": list(ACTION_UNITS),
+                     "decode": "one logit per action unit: active where > 0"},
+    "expression": {"kind": "class_logits", "labels": list(EXPRESSIONS), "decode": "logits over expressions: argmax"},
+    "identity": {"kind": "embedding",
+                 "decode": "unit-length embedding: same person where cosine similarity is above the verification threshold"},
 }
+
+
+def task_output(task: str, shape: list[int]) -> dict:
+    """The manifest's description of a task model's one output."""
+    return {"name": task, "shape": shape, **TASK_OUTPUTS[task]}
+
+
 QUANT_INFO = {
     "executorch": "PT2E, executorch XNNPACKQuantizer",
     "tflite": "PT2E, litert_torch PT2EQuantizer",
@@ -42,7 +55,7 @@ class ExportSource:
     quantized: dict[str, nn.Module]  # backend -> converted int8 PT2E module
     float_layers: dict[str, list[str]]  # backend -> layers its int8 program keeps in float
     calibration: np.ndarray  # (N, 3, S, S) float32 faces, for quantizers that calibrate themselves (ONNX)
-    outputs: list[dict]  # name, shape, decode
+    outputs: list[dict]  # name, shape, kind, decode (labels)
     crop: str
     checkpoint_sha256: str
     observer: str
@@ -79,9 +92,7 @@ def kt_source(cfg: Config, out: Path) -> ExportSource:
     parity = read_json(out / "fuse" / "parity.json") or {}
     deploy_path = out / "fuse" / "deploy.pt2"
     program = _load_program(deploy_path, f"run `ktedge fuse --out {out}`")
-    d = cfg.data
-    calibration = generate_faces(cfg.quantize.calibration_faces, split_seed(cfg.seed, "calibration"), d.image_size,
-                                 d.n_identities).tensors()["image"].numpy()
+    calibration, _ = calibration_set(cfg)
     deploy_sha = sha256_file(deploy_path)
     quantized, float_layers, hashes = {}, {}, {"fp32": deploy_sha}
     for backend in cfg.quantize.backends:
@@ -103,7 +114,7 @@ def kt_source(cfg: Config, out: Path) -> ExportSource:
     return ExportSource(
         name=f"kt-{task.name}", program=batch_one(program.module(), example), quantized=quantized,
         float_layers=float_layers, calibration=calibration,
-        outputs=[{"name": task.name, "shape": shape, "decode": DECODE[task.name]}],
+        outputs=[task_output(task.name, shape)],
         crop="square face crop, face centred, eyes level (as the synthetic faces are drawn)",
         checkpoint_sha256=parity.get("checkpoint_sha256") or sha256_file(out / "train" / "checkpoint.pt"),
         observer=cfg.quantize.observer, program_sha256=hashes)
@@ -186,10 +197,12 @@ def onet_source(backends: list[str], observer: str) -> ExportSource:
     return ExportSource(
         name="mtcnn-onet", program=program, quantized=quantized, float_layers={b: [] for b in backends},
         calibration=calibration,
-        outputs=[{"name": "box", "shape": [1, 4], "decode": "box offsets (x1, y1, x2, y2) as fractions of the crop"},
-                 {"name": "landmarks5", "shape": [1, 10],
+        outputs=[{"name": "box", "shape": [1, 4], "kind": "box_offsets",
+                  "decode": "box offsets (x1, y1, x2, y2) as fractions of the crop"},
+                 {"name": "landmarks5", "shape": [1, 10], "kind": "points_x_then_y",
                   "decode": "5 points x1..x5 then y1..y5 as fractions of the crop (eyes, nose, mouth corners)"},
-                 {"name": "face_prob", "shape": [1, 2], "decode": "softmax (not face, face)"}],
+                 {"name": "face_prob", "shape": [1, 2], "kind": "probabilities", "labels": ["not face", "face"],
+                  "decode": "softmax (not face, face)"}],
         crop="MTCNN R-Net box, squared, resized to 48x48",
         checkpoint_sha256=sha256_path(onet_weights_path()), observer=observer,
         program_sha256={"fp32": sha256_path(onet_weights_path())})

@@ -61,7 +61,7 @@ def build_manifest(src: ExportSource, exp: Exporter, built: dict, model_path: Pa
            "quantization": None, **built.get("input", {})}
     outputs = []
     for i, o in enumerate(src.outputs):
-        entry = {"name": o["name"], "shape": o["shape"], "dtype": "float32", "quantization": None, "decode": o["decode"]}
+        entry = {**o, "dtype": "float32", "quantization": None}
         entry.update(built.get("outputs", [{}] * len(src.outputs))[i])
         if "output_tensors" in built:
             entry["tensor"] = built["output_tensors"][i]

@@ -39,7 +39,8 @@ def signature_io(path: Path) -> tuple[dict, list[dict]]:
 
 def _manifest_io(path: Path) -> dict:
     inp, outs = signature_io(path)
-    inp = {"shape": inp["shape"], "dtype": inp["dtype"], "layout": "NHWC", "quantization": inp["quantization"]}
+    inp = {"tensor": inp["tensor"], "shape": inp["shape"], "dtype": inp["dtype"], "layout": "NHWC",
+           "quantization": inp["quantization"]}
     return {"input": inp, "outputs": outs}
 
 

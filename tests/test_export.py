@@ -13,7 +13,8 @@ from ktedge.config import load_config
 from ktedge.errors import KtedgeError
 from ktedge.export.manifest import load_manifest
 from ktedge.export.registry import exporters
-from ktedge.export.runtimes import NotRunnableHere, open_runner, quantize_input
+from ktedge.export.preprocess import quantize_input
+from ktedge.export.runtimes import NotRunnableHere, open_runner
 from ktedge.export.source import ExportSource, batch_one, onet_split
 from ktedge.export.stage import export_source, export_stage
 from ktedge.model.data.faces import generate_faces, split_seed
@@ -144,7 +145,7 @@ class RawONet(nn.Module):
 def test_an_op_a_format_cannot_lower_is_named_and_other_formats_still_export(tmp_path):
     images, _, _ = onet_split()
     net = RawONet().eval()
-    outputs = [{"name": n, "shape": s, "decode": "-"} for n, s in (("box", [1, 4]), ("landmarks5", [1, 10]), ("prob", [1, 2]))]
+    outputs = [{"name": n, "shape": s, "kind": "value", "decode": "-"} for n, s in (("box", [1, 4]), ("landmarks5", [1, 10]), ("prob", [1, 2]))]
     src = ExportSource(name="onet-as-published", program=batch_one(net, torch.from_numpy(images[:1])), quantized={},
                        float_layers={}, calibration=images[:8], outputs=outputs, crop="-", checkpoint_sha256="0" * 64,
                        observer="minmax", program_sha256={"fp32": "1" * 64})
