@@ -151,8 +151,34 @@ def _print_bench(result: dict) -> None:
 
 def _not_run_status(row: dict) -> str:
     if row.get("passed") is None:
-        return "[yellow]Apple only: not run here"
+        return f"[yellow]not run here ({row['not_run']})"
     return "[green]structure ok[/green], accuracy not run here" if row["passed"] else "[red]structure FAIL"
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from ktedge.atomic import write_json
+    from ktedge.export.manifest import load_manifest
+    from ktedge.export.predict import draw_overlay, predict
+
+    result = predict(args.artifact, args.image, args.threads)
+    manifest = load_manifest(result["artifact"], verify_hash=False)
+    c = result["crop"]
+    console.print(f"{result['model']} ({result['format']} {result['precision']}) on {args.image}: "
+                  f"{c['side']}x{c['side']} crop at ({c['x0']}, {c['y0']}), {result['latency_ms']:.2f} ms")
+    for spec in manifest["outputs"]:
+        answer = result["answers"][spec["name"]]
+        if spec["kind"] in ("points_xy", "points_x_then_y"):
+            xy = [f"({x:.1f}, {y:.1f})" for x, y in answer]
+            answer = f"{len(xy)} points: {', '.join(xy[:3])}{', ...' if len(xy) > 3 else ''}"
+        elif spec["kind"] == "embedding":
+            answer = f"{len(answer)}-d unit embedding"
+        console.print(f"  {spec['name']}: {answer}", highlight=False)
+    if args.json:
+        write_json(args.json, result)
+        console.print(f"-> {args.json}")
+    if args.overlay:
+        draw_overlay(args.image, result, manifest, args.overlay)
+        console.print(f"-> {args.overlay}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -235,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on Android: the delegate to ask for (what ran is read back and recorded)")
     bench.add_argument("--adb", default="adb", help="the adb executable")
     stage("run", "the whole pipeline on the config (finished stages are skipped)", cmd_run, config=True)
+    pred = sub.add_parser("predict", help="run one exported artifact on a photo (centre face crop), print the answer")
+    pred.add_argument("artifact", help="an artifact folder (or its model file), e.g. runs/default/export/tflite-int8")
+    pred.add_argument("image", help="a PNG or JPEG, RGB, the face in the centre")
+    pred.add_argument("--json", help="write the full result (points in image pixels) here")
+    pred.add_argument("--overlay", help="write the photo with the crop and the points drawn on it (PNG)")
+    pred.add_argument("--threads", type=int, default=1)
+    pred.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    pred.set_defaults(fn=cmd_predict)
     return parser
 
 
