@@ -72,6 +72,7 @@ class TrainConfig:
 class QuantizeConfig:
     backends: list[str]
     calibration_faces: int
+    calibration_dir: str  # "" = synthetic held-out faces; else a folder of your own face crops (PNG/JPEG)
     observer: str  # activation observer: minmax | histogram
     eval_faces: int  # labelled held-out faces for the task gate
     max_drift_rel: float  # gate: |metric_int8 - metric_fp32| / metric_fp32

@@ -14,12 +14,14 @@ import numpy as np
 import torch
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-from ktedge.atomic import atomic_path, matches_record, read_json, sha256_file, sha256_json, verify_record, write_json
+from ktedge.atomic import (matches_record, read_json, sha256_file, sha256_json, verify_record, write_json,
+                           write_serialized)
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
 from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
 from ktedge.model.tasks import TASKS
 from ktedge.progress import progress
+from ktedge.quantize.calibration import calibration_digest, calibration_set
 from ktedge.quantize.quantizers import BACKENDS, make_quantizer
 from ktedge.quantize.sensitivity import layer_sensitivity
 
@@ -30,7 +32,8 @@ def quantize_config_sha256(cfg: Config) -> str:
     """What a quantized program depends on besides the deploy graph: the quantize section and the
     seed and data settings that draw the calibration and evaluation faces."""
     d = cfg.to_dict()
-    return sha256_json({"seed": d["seed"], "data": d["data"], "quantize": d["quantize"]})
+    return sha256_json({"seed": d["seed"], "data": d["data"], "quantize": d["quantize"],
+                        "calibration_images": calibration_digest(cfg)})
 
 
 def quantize_is_current(cfg: Config, out: Path) -> bool:
@@ -94,7 +97,7 @@ def output_ranges(pred: np.ndarray) -> dict:
 
 
 def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export.ExportedProgram,
-                     calibration: torch.Tensor, faces: FaceSet, reference: float, bar) -> dict:
+                     calibration: torch.Tensor, described: dict, faces: FaceSet, reference: float, bar) -> dict:
     q = cfg.quantize
     t0 = time.perf_counter()
     images = faces.tensors()["image"]
@@ -122,13 +125,11 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
     dest = out / "quantize" / backend
     quantized = torch.export.export(quant_gm, (images[:2].clone(),),
                                     dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}})
-    with atomic_path(dest / "model.pt2") as tmp:
-        torch.export.save(quantized, tmp)
+    write_serialized(dest / "model.pt2", lambda f: torch.export.save(quantized, f))
     write_json(dest / "calibration.json", {
         "backend": backend, "quantizer": BACKENDS[backend][1], "observer": q.observer,
         "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor",
-        "images": {"source": "synthetic faces, held-out calibration split", "seed": split_seed(cfg.seed, "calibration"),
-                   "indices": [0, len(calibration) - 1], "count": len(calibration)},
+        "images": described,
         "wall_s": wall,
     })
     metric_name = TASKS[cfg.model.canonical.task].metric_name
@@ -149,14 +150,15 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
 def quantize_stage(cfg: Config, out: str | Path) -> dict[str, dict]:
     out = Path(out)
     q = cfg.quantize
+    images, described = calibration_set(cfg)  # a bad calibration folder is named before any work
     program = load_deploy(out)
     d = cfg.data
-    calibration = generate_faces(q.calibration_faces, split_seed(cfg.seed, "calibration"), d.image_size,
-                                 d.n_identities).tensors()["image"]
+    calibration = torch.from_numpy(images)
     faces = generate_faces(q.eval_faces, split_seed(cfg.seed, "test"), d.image_size, d.n_identities)
     reference = task_metric(cfg, _predict(program.module(), faces.tensors()["image"]), faces)
     results = {}
     with progress() as bar:
         for backend in q.backends:
-            results[backend] = quantize_backend(cfg, out, backend, program, calibration, faces, reference, bar)
+            results[backend] = quantize_backend(cfg, out, backend, program, calibration, described, faces,
+                                                reference, bar)
     return results

@@ -75,3 +75,56 @@ def test_mixed_precision_fallback_fires_on_a_layer_made_sensitive(quantized, tmp
 def test_quantize_without_a_deploy_graph_is_a_clear_error(tmp_path):
     with pytest.raises(KtedgeError, match=r"fuse/deploy.pt2: no deploy graph \(run `ktedge fuse"):
         quantize_stage(load_config(overrides=[TINY, QUICK]), tmp_path)
+
+
+def _face_pngs(folder, n: int, seed: int = 7) -> list:
+    from PIL import Image
+
+    from ktedge.model.data.faces import generate_faces
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = generate_faces(n, seed).tensors()["image"].permute(0, 2, 3, 1).round().byte().numpy()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"face{i:03d}.png")
+    return sorted(folder.iterdir())
+
+
+def test_quantize_calibrates_on_a_folder_of_your_own_face_crops(quantized, tmp_path):
+    src, *_ = quantized
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    files = _face_pngs(tmp_path / "crops", 24)
+    cfg = load_config(overrides=[TINY, QUICK, {"quantize": {"calibration_dir": str(tmp_path / "crops"),
+                                                            "calibration_faces": 20, "backends": ["executorch"]}}])
+    r = quantize_stage(cfg, out)["executorch"]
+    calib = json.loads((out / "quantize" / "executorch" / "calibration.json").read_text())["images"]
+    assert calib["count"] == 20 and calib["files"] == [p.name for p in files[:20]]
+    assert r["passed"] and r["int8"] != r["fp32"]
+    # The record covers the images themselves: change one and the stage is no longer current.
+    from ktedge.quantize.stage import quantize_is_current
+
+    assert quantize_is_current(cfg, out)
+    files[3].write_bytes(files[4].read_bytes())
+    assert not quantize_is_current(cfg, out)
+
+
+@pytest.mark.parametrize("n_files, junk, message", [
+    (0, False, "holds no PNG or JPEG images"),
+    (5, False, "holds 5 images but quantize.calibration_faces asks for 20; add face crops or lower it"),
+    (20, True, "face004.png: has 1 channel(s) (mode L)"),
+])
+def test_a_calibration_folder_that_cannot_serve_is_named(tmp_path, capsys, n_files, junk, message):
+    from PIL import Image
+
+    from ktedge.cli import main
+
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    if n_files:
+        files = _face_pngs(folder, n_files)
+        if junk:
+            Image.open(files[4]).convert("L").save(files[4])
+    rc = main(["quantize", "--out", str(tmp_path / "run"), "--set", f"quantize.calibration_dir={folder}",
+               "--set", "quantize.calibration_faces=20"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"ktedge: error: {folder}") and message in err and err.count("\n") == 1
