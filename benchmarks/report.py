@@ -23,10 +23,11 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _gate(passed: bool | None, validated: bool) -> str:
-    if not validated:
-        return "structure ok, accuracy on Apple only" if passed else ("Apple only" if passed is None else "FAIL")
-    return "pass" if passed else "**FAIL**"
+def _gate(a: dict) -> str:
+    if not a["validated"]:
+        where = a.get("not_run") or "not run here"
+        return f"structure ok, accuracy: {where}" if a["passed"] else (where if a["passed"] is None else "FAIL")
+    return "pass" if a["passed"] else "**FAIL**"
 
 
 def artifact_table(summary: dict) -> str:
@@ -44,7 +45,7 @@ def artifact_table(summary: dict) -> str:
                                                     else f" ({a['variant']})"),
                      f"{a['size_bytes'] / 1e6:.2f} MB", _f(a["metric"]), _f(None if a["drift_rel"] is None
                                                                             else 100 * a["drift_rel"], ".2f", "%"),
-                     _gate(a["passed"], a["validated"]), _f(lat.get("median")), _f(lat.get("p90")),
+                     _gate(a), _f(lat.get("median")), _f(lat.get("p90")),
                      speedup if not where else "not run here"])
     return _md_table(["format", "precision", "size", metric, "drift", "gate", "median ms", "p90 ms",
                       "speed-up vs fp32"], rows)

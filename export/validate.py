@@ -66,8 +66,8 @@ def coreml_structure(artifact_dir: Path, manifest: dict) -> dict:
             "passed": all(checks.values())}
 
 
-def _not_run(artifact_dir: Path, manifest: dict, reason: str) -> dict:
-    row = {"validated": False, "accuracy": f"not run: {reason}"}
+def _not_run(artifact_dir: Path, manifest: dict, e: NotRunnableHere) -> dict:
+    row = {"validated": False, "accuracy": f"not run: {e}", "not_run": e.short}
     if manifest["format"] == "coreml":
         row.update(coreml_structure(artifact_dir, manifest))
     else:
@@ -106,7 +106,7 @@ def validate_kt(cfg: Config, out: Path, bar) -> dict:
         try:
             pred = run_artifact(artifact_dir, images, bar, f"validate {artifact_dir.name}")[0]
         except NotRunnableHere as e:
-            rows[artifact_dir.name] = {**row, **_not_run(artifact_dir, manifest, str(e))}
+            rows[artifact_dir.name] = {**row, **_not_run(artifact_dir, manifest, e)}
             continue
         metric = task.metric(pred, labels)
         drift = abs(metric - ref_metric) / abs(ref_metric)
@@ -152,7 +152,7 @@ def validate_onet(out: Path, bar) -> dict:
             prob, _ = onet_scores(run_artifact(artifact_dir, images, bar, f"validate onet {artifact_dir.name}"))
             _, lm = onet_scores(run_artifact(artifact_dir, faces, bar, f"landmarks onet {artifact_dir.name}"))
         except NotRunnableHere as e:
-            rows[artifact_dir.name] = {**row, **_not_run(artifact_dir, manifest, str(e))}
+            rows[artifact_dir.name] = {**row, **_not_run(artifact_dir, manifest, e)}
             continue
         acc = float(100 * np.mean((prob > 0.5) == labels))
         agree = landmark_agreement(lm, ref_lm)

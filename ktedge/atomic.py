@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from ktedge.errors import KtedgeError
 
@@ -30,6 +31,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp_path, path)
+    except OSError as e:  # disk full, quota: name the file the user knows, not the temp one
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
@@ -46,6 +49,15 @@ def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_serialized(path: str | os.PathLike, save: Callable[[BinaryIO], None]) -> None:
+    """`save(buffer)` in memory, then an atomic write: on a full disk torch's own file writers abort
+    the process (torch.export.save) or raise a bare RuntimeError (torch.save); Python's write
+    raises an OSError that names the file. Models here are a few MB."""
+    buffer = io.BytesIO()
+    save(buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ktedge.atomic import atomic_path
+from ktedge.atomic import write_serialized
 from ktedge.config import Config, config_from_dict
 from ktedge.errors import KtedgeError
 from ktedge.model.kt_model import KTModel
@@ -18,8 +18,7 @@ FORMAT = "ktedge.kt_model/1"
 
 def save_checkpoint(path: str | Path, model: KTModel, cfg: Config) -> None:
     state = {"format": FORMAT, "config": cfg.to_dict(), "state_dict": model.state_dict()}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_serialized(path, lambda f: torch.save(state, f))
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ktedge.atomic import atomic_path, sha256_file, verify_record, write_json
+from ktedge.atomic import sha256_file, verify_record, write_json, write_serialized
 from ktedge.errors import KtedgeError
 from ktedge.model.adapter import KTAdapter
 from ktedge.model.checkpoint import load_checkpoint
@@ -231,8 +231,7 @@ def fuse_stage(out: str | Path) -> dict:
         raise KtedgeError(f"{out / 'fuse' / 'parity.json'}: fuse parity gate failed: deploy graph differs from the "
                           f"training graph by {err:.2e} > {PARITY_TOLERANCE:.0e}")
     for name, prog in (("deploy.pt2", program), ("deploy_uint8.pt2", program_u8)):
-        with atomic_path(out / "fuse" / name) as tmp:
-            torch.export.save(prog, tmp)
+        write_serialized(out / "fuse" / name, lambda f: torch.export.save(prog, f))
         parity[f"{name.removesuffix('.pt2')}_sha256"] = sha256_file(out / "fuse" / name)
     write_json(out / "fuse" / "parity.json", parity)  # last: the record of what was written
     return parity
