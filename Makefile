@@ -5,13 +5,22 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= runs/default
 
-.PHONY: run test install clean
+.PHONY: run test install android-core-deps clean
 
 run: $(STAMP)
 	$(BIN)/ktedge run --out $(OUT)
 
 test: $(STAMP)
+	-@$(MAKE) --no-print-directory android-core-deps
 	$(BIN)/python -m pytest
+
+# The Android app's core module compiles and runs its tests on the desktop JVM with Debian's
+# Kotlin, JUnit and Gson (tests/test_android_core.py; skipped outside CI when these are missing).
+android-core-deps:
+	@if command -v kotlinc >/dev/null && [ -f /usr/share/java/junit4.jar ] && [ -f /usr/share/java/gson.jar ]; then :; \
+	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends \
+	    kotlin junit4 libgoogle-gson-java default-jdk-headless >/dev/null; fi
 
 install: $(STAMP)
 

@@ -18,7 +18,8 @@ from ktedge.errors import KtedgeError
 REMOTE_DIR = "/data/local/tmp/ktedge"
 APP_PACKAGE = "org.ktedge.demo"
 APP_ACTIVITY = ".BenchmarkActivity"
-APP_RESULT = f"/sdcard/Android/data/{APP_PACKAGE}/files/latency.json"
+APP_FILES = f"/sdcard/Android/data/{APP_PACKAGE}/files"  # the app reads here; apps cannot read /data/local/tmp
+APP_RESULT = f"{APP_FILES}/latency.json"
 DELEGATE_FLAGS = {"xnnpack": ["--use_xnnpack=true"], "cpu": ["--use_xnnpack=false"], "gpu": ["--use_gpu=true"],
                   "nnapi": ["--use_nnapi=true"], "npu": ["--use_nnapi=true", "--nnapi_accelerator_name=npu"]}
 
@@ -156,20 +157,23 @@ def parse_executor_runner(text: str) -> dict:
             "peak_rss_mb": None, "delegate": "as lowered in the .pte (XNNPACK)"}
 
 
-def app_command(remote_model: str, delegate: str, warmup: int, iters: int) -> str:
+def app_command(remote_model: str, delegate: str, warmup: int, iters: int, threads: int) -> str:
     """The intent the android_demo app's BenchmarkActivity reads (see android_demo/README.md)."""
     return (f"am start -W -n {APP_PACKAGE}/{APP_ACTIVITY} --es model {shlex.quote(remote_model)} "
-            f"--es delegate {delegate} --ei warmup {warmup} --ei iters {iters}")
+            f"--es delegate {delegate} --ei warmup {warmup} --ei iters {iters} --ei threads {threads}")
 
 
 def run_on_device(dev: Adb, artifact: Path, runner: str, runner_path: str | None, delegate: str,
                   warmup: int, iters: int, threads: int, poll_s: float = 1.0) -> dict:
-    """Push `artifact`, run it, parse the result, always clean up. -> parsed figures."""
-    remote = f"{REMOTE_DIR}/{artifact.parent.name}"
+    """Push `artifact`, run it, parse the result, always clean up. -> parsed figures. The app gets
+    the manifest beside the model (it preprocesses from it) in its own files folder."""
+    remote = f"{APP_FILES}/bench/{artifact.parent.name}" if runner == "app" else f"{REMOTE_DIR}/{artifact.parent.name}"
     remote_model = f"{remote}/{artifact.name}"
     dev.shell(f"mkdir -p {remote}")
     try:
         dev.run("push", str(artifact), remote_model)
+        if runner == "app":
+            dev.run("push", str(artifact.parent / "manifest.json"), f"{remote}/manifest.json")
         if runner == "benchmark_model":
             flags = " ".join(DELEGATE_FLAGS[delegate])
             out = dev.shell(f"{runner_path} --graph={remote_model} --num_threads={threads} --warmup_runs={warmup} "
@@ -179,7 +183,7 @@ def run_on_device(dev: Adb, artifact: Path, runner: str, runner_path: str | None
             out = dev.shell(f"{runner_path} --model_path={remote_model} --num_executions={iters}", timeout=600)
             return parse_executor_runner(out)
         dev.shell(f"rm -f {APP_RESULT}")
-        dev.shell(app_command(remote_model, delegate, warmup, iters))
+        dev.shell(app_command(remote_model, delegate, warmup, iters, threads))
         deadline = time.monotonic() + dev.timeout_s
         while "No such file" in dev.shell(f"ls {APP_RESULT} 2>&1"):
             if time.monotonic() > deadline:

@@ -143,14 +143,9 @@ def fake_phone(tmp_path: Path, **device) -> tuple[str, Path]:
     """-> (the adb executable to pass, the phone's state folder)."""
     state = tmp_path / "phone"
     (state / "fs").mkdir(parents=True)
-    app_result = {"schema": "ktedge.latency/1",
-                  "device": {"kind": "android", "name": "samsung SM-S911B", "serial": SERIAL},
-                  "protocol": {"warmup": 2, "iters": 20, "threads": 1},
-                  "results": [{"target": "app", "model": "kt-deploy", "format": "tflite", "precision": "int8",
-                               "runtime": "LiteRT (android_demo)", "delegate": "XNNPACK", "status": "ok",
-                               "load_ms": 12.5, "first_ms": 3.1,
-                               "latency_ms": {"median": 0.81, "p90": 0.9, "p99": 1.2, "mean": 0.83},
-                               "peak_rss_mb": 95.0, "threads": 1}]}
+    # The app's result file, written by hand in the format of android_demo's LatencyResult.kt
+    # (tests/test_android_core.py holds the Kotlin writer's output to the same structure).
+    app_result = json.loads((FIXTURES / "app_latency.json").read_text())
     (state / "device.json").write_text(json.dumps({
         "serial": SERIAL, "state": "device", "props": PROPS, "runner_path": "/data/local/tmp/benchmark_model",
         "runner_output": str(FIXTURES / "benchmark_model_xnnpack_percentiles.txt"), "app_result": app_result,
@@ -218,8 +213,12 @@ def test_the_app_benchmark_mode_is_started_with_its_intent_and_its_json_pulled(b
     rows = {r["target"]: r for r in result["results"]}
     assert rows["tflite-int8"]["latency_ms"]["median"] == 0.81 and rows["executorch-int8"]["status"] == "ok"
     starts = [c[3] for c in adb_log(state) if c[2:3] == ["shell"] and c[3].startswith("am start")]
-    assert app_command("/data/local/tmp/ktedge/tflite-int8/model.tflite", "gpu", 2, 20) in starts
+    remote = "/sdcard/Android/data/org.ktedge.demo/files/bench/tflite-int8"
+    assert app_command(f"{remote}/model.tflite", "gpu", 2, 20, 1) in starts
     assert starts[0].startswith("am start -W -n org.ktedge.demo/.BenchmarkActivity --es model ")
+    pushes = [c[3:] for c in adb_log(state) if c[2:3] == ["push"]]
+    assert [str(out / "export" / "tflite-int8" / "manifest.json"), f"{remote}/manifest.json"] in pushes  # the app reads it
+    assert rows["tflite-int8"]["delegate"] == "GPU" and rows["tflite-int8"]["peak_rss_mb"] == 95.0
 
 
 @pytest.mark.parametrize("state,message", [("unauthorized", "accept the USB debugging prompt"),

@@ -1,0 +1,30 @@
+package org.ktedge.demo
+
+import org.ktedge.demo.core.Artifact
+import org.ktedge.demo.core.ModelInput
+
+/** The delegate asked for cannot run this artifact here: the reason is shown and recorded. */
+class DelegateError(message: String) : Exception(message)
+
+/** One artifact loaded in its runtime. `delegate` is what runs it, as the runtime reports it. */
+interface FaceModel : AutoCloseable {
+    val runtime: String
+    val delegate: String
+
+    /** The manifest's input tensor -> dequantized outputs, in manifest order. */
+    fun run(input: ModelInput): List<FloatArray>
+}
+
+object FaceModels {
+    /** What `ktedge bench --delegate` may ask for. */
+    val DELEGATES = listOf("xnnpack", "cpu", "gpu", "npu", "nnapi")
+
+    fun open(artifact: Artifact, delegate: String, threads: Int): FaceModel = when (artifact.manifest.format) {
+        "executorch" -> ExecuTorchFaceModel(artifact, delegate, threads)
+        "tflite" -> LiteRtFaceModel(artifact, delegate, threads)
+        else -> throw DelegateError(
+            "${artifact.model.name}: ${artifact.manifest.format} artifacts do not run in this app " +
+                "(Core ML is Apple only; use the .pte or .tflite)"
+        )
+    }
+}

@@ -1,0 +1,64 @@
+package org.ktedge.demo.core
+
+import com.google.gson.GsonBuilder
+import com.google.gson.JsonArray
+import com.google.gson.JsonObject
+import com.google.gson.JsonParser
+import java.io.File
+import javax.imageio.ImageIO
+
+/**
+ * Desktop entry point for ktedge's tests/test_android_core.py, which runs the same image and
+ * manifest through export/preprocess.py and compares (javax.imageio stands in for Android's
+ * BitmapFactory; the core code is the app's own):
+ *   input  MANIFEST IMAGE          -> {"crop": .., "input": [..]} the tensor the app would feed
+ *   decode MANIFEST CROP OUTPUTS   -> {"answers": ..} for raw outputs given as JSON lists
+ *   result MANIFEST                -> a benchmark result file, as BenchmarkActivity writes it
+ */
+object ParityTool {
+    @JvmStatic
+    fun main(args: Array<String>) {
+        val manifest = Manifest.parse(File(args[1]).readText())
+        val gson = GsonBuilder().serializeNulls().create()
+        when (args[0]) {
+            "input" -> {
+                val image = ImageIO.read(File(args[2])) ?: throw ImageError("${args[2]}: not an image")
+                val argb = ArgbImage(image.width, image.height, image.getRGB(0, 0, image.width, image.height, null, 0, image.width))
+                val (hwc, crop) = Preprocess.faceCrop(argb, manifest.preprocessing.cropSize)
+                val input = Preprocess.modelInput(hwc, manifest)
+                val values = JsonArray()
+                val floats = input.floats
+                if (floats != null) floats.forEach { values.add(it) }
+                else input.bytes!!.forEach { values.add(if (manifest.input.dtype == "uint8") it.toInt() and 0xff else it.toInt()) }
+                println(gson.toJson(JsonObject().apply { add("crop", crop(crop)); add("input", values) }))
+            }
+            "decode" -> {
+                val c = JsonParser.parseString(File(args[2]).readText()).asJsonObject
+                val crop = Crop(c["x0"].asInt, c["y0"].asInt, c["side"].asInt)
+                val raw = JsonParser.parseString(File(args[3]).readText()).asJsonArray
+                val outputs = raw.mapIndexed { i, e ->
+                    val spec = manifest.outputs[i]
+                    val a = e.asJsonArray
+                    val quant = spec.quant
+                    if (quant == null) FloatArray(a.size()) { a[it].asFloat }
+                    else Quantize.dequantize(ByteArray(a.size()) { a[it].asInt.toByte() }, quant, spec.dtype)
+                }
+                val answers = JsonObject()
+                Decode.decode(outputs, manifest, crop).forEach { (name, answer) -> answers.add(name, answer.toJson()) }
+                println(gson.toJson(JsonObject().apply { add("answers", answers) }))
+            }
+            "result" -> {
+                val device = DeviceInfo("Google Pixel 8", null, "Pixel 8", "Tensor G3", "Android 15 (API 35)", 9)
+                print(LatencyResult.ok(device, manifest, "LiteRT 2.3.0 CompiledModel", "CPU (XNNPACK)", 10, 1, 21.7,
+                    1.9, LatencyStats(doubleArrayOf(0.52, 0.48, 0.50, 0.61, 0.49)), 5, 61.2, 14.8))
+            }
+            else -> throw IllegalArgumentException("mode ${args[0]}: expected input, decode or result")
+        }
+    }
+
+    private fun crop(c: Crop) = JsonObject().apply {
+        addProperty("x0", c.x0)
+        addProperty("y0", c.y0)
+        addProperty("side", c.side)
+    }
+}

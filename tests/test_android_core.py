@@ -1,0 +1,173 @@
+"""The Android app's core module (android_demo/core: Kotlin, no Android imports) compiled and unit
+tested on the desktop JVM, then held equal to ktedge's own Python pre/post-processing on the same
+photos and manifests, and its benchmark result file read by the harness. The app module itself
+needs the Android SDK and Maven and is not compiled here; its intent contract is checked against
+the harness's adb command."""
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from ktedge.benchmarks.android import APP_ACTIVITY, APP_PACKAGE, APP_RESULT, app_command
+from ktedge.benchmarks.stage import check_latency
+from ktedge.export.manifest import load_manifest
+from ktedge.export.preprocess import Crop, decode, face_crop, load_image, model_input
+from ktedge.export.runtimes import open_runner
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "android_demo"
+JARS = Path("/usr/share/java")
+FIXTURES = Path(__file__).parent / "fixtures" / "android"
+
+
+def _toolchain_missing() -> str | None:
+    missing = [j for j in ("gson.jar", "junit4.jar", "hamcrest-core.jar", "kotlin-stdlib.jar") if not (JARS / j).is_file()]
+    if shutil.which("kotlinc") is None or shutil.which("java") is None:
+        missing.append("kotlinc/java")
+    return ", ".join(missing) or None
+
+
+@pytest.fixture(scope="module")
+def core(tmp_path_factory) -> tuple[Path, str]:
+    """android_demo/core compiled by its own script, its JUnit tests run. -> (build folder, test log)."""
+    missing = _toolchain_missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"Kotlin toolchain missing in CI ({missing}): `make android-core-deps` should have installed it")
+        pytest.skip(f"Kotlin toolchain missing ({missing}): run `make android-core-deps`")
+    out = tmp_path_factory.mktemp("kotlin")
+    r = subprocess.run(["bash", str(DEMO / "core" / "build_desktop.sh"), str(out)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out, r.stdout
+
+
+def kotlin(core, *args: str) -> str:
+    out, _ = core
+    cp = ":".join([str(out / "core.jar"), str(out / "core-tests.jar"), str(JARS / "gson.jar"),
+                   str(JARS / "kotlin-stdlib.jar")])
+    r = subprocess.run(["java", "-cp", cp, "org.ktedge.demo.core.ParityTool", *map(str, args)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def test_the_core_module_compiles_and_its_junit_tests_pass(core):
+    _, log = core
+    m = re.search(r"OK \((\d+) tests\)", log)
+    assert m and int(m.group(1)) >= 15, log[-2000:]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """Real photos of several shapes: the astronaut (512 px: box filter 8x), her face (160 px:
+    box 2x or 3x), a landscape crop (400x300: off-centre crop)."""
+    folder = tmp_path_factory.mktemp("photos")
+    a = data.astronaut()
+    images = {"astronaut": a, "face": a[30:190, 160:320], "landscape": a[0:300, 50:450]}
+    paths = {}
+    for name, pixels in images.items():
+        paths[name] = folder / f"{name}.png"
+        Image.fromarray(pixels).save(paths[name])
+    return paths
+
+
+ARTIFACTS = [("export", "tflite-int8-int8io"), ("export", "executorch-fp32"), ("export", "tflite-fp32"),
+             ("onet/export", "tflite-int8-int8io")]
+
+
+@pytest.mark.parametrize("where, name", ARTIFACTS)
+def test_the_app_feeds_the_model_what_ktedge_feeds_it(exported, core, photos, where, name):
+    """Same photo + same manifest -> the same input tensor in Kotlin and in Python (int8: at most
+    one quantization step apart where a float rounds on the other side of .5)."""
+    out, *_ = exported
+    folder = out / where / name
+    manifest = load_manifest(folder)
+    for photo in photos.values():
+        result = json.loads(kotlin(core, "input", folder / "manifest.json", photo))
+        x, crop = face_crop(load_image(photo), manifest["preprocessing"]["crop_size"])
+        expected = model_input(x, manifest).reshape(-1)
+        got = np.array(result["input"], dtype=np.float64)
+        assert Crop(**result["crop"]) == crop
+        assert got.shape == expected.shape
+        if manifest["input"]["quantization"] is None:
+            np.testing.assert_allclose(got, expected, atol=2e-3)
+        else:
+            diff = np.abs(got - expected.astype(np.float64))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
+
+
+@pytest.mark.parametrize("where, name", [("export", "tflite-int8"), ("onet/export", "tflite-int8-int8io")])
+def test_the_app_decodes_runtime_outputs_as_ktedge_does(exported, core, photos, tmp_path, where, name):
+    """The artifact's real outputs on a real photo, decoded by Kotlin and by Python: the same
+    landmarks (image pixels), box and face probability."""
+    out, *_ = exported
+    folder = out / where / name
+    runner = open_runner(folder)
+    manifest = runner.manifest
+    x, crop = face_crop(load_image(photos["face"]), manifest["preprocessing"]["crop_size"])
+    outputs = runner(x)
+    (tmp_path / "crop.json").write_text(json.dumps(crop.__dict__))
+    raw = []  # what the runtime hands the app: int8 outputs as integers (the app dequantizes them)
+    for y, spec in zip(outputs, manifest["outputs"]):
+        q = spec["quantization"]
+        raw.append((y if q is None else np.round(y / q["scale"]) + q["zero_point"]).reshape(-1).tolist())
+    (tmp_path / "outputs.json").write_text(json.dumps(raw))
+    got = json.loads(kotlin(core, "decode", folder / "manifest.json", tmp_path / "crop.json",
+                            tmp_path / "outputs.json"))["answers"]
+    want = decode(outputs, manifest, crop)
+    assert got.keys() == want.keys()
+    for key in want:
+        if isinstance(want[key], dict):
+            assert got[key].keys() == want[key].keys()
+            np.testing.assert_allclose(list(got[key].values()), list(want[key].values()), rtol=1e-5)
+        else:
+            np.testing.assert_allclose(np.array(got[key]), np.array(want[key]), rtol=1e-5, atol=1e-4)
+    if "face_prob" in want:
+        assert got["face_prob"]["face"] > 0.9  # the real O-Net sees her face through the app's code path
+
+
+def _structure(value):
+    if isinstance(value, dict):
+        return {k: _structure(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_structure(v) for v in value]
+    return type(value).__name__ if value is not None else "null"
+
+
+def test_the_apps_result_file_is_what_the_harness_reads(exported, core):
+    """The Kotlin writer's output passes the harness's schema check, and the hand-written fixture
+    the fake-phone tests pull has exactly its structure."""
+    out, *_ = exported
+    written = json.loads(kotlin(core, "result", out / "export" / "tflite-int8" / "manifest.json"))
+    check_latency(written, "LatencyResult.kt output")
+    row = written["results"][0]
+    assert row["latency_ms"]["median"] == pytest.approx(0.50) and row["latency_ms"]["p90"] == pytest.approx(0.574)
+    assert row["model"] == "kt-landmarks" and row["format"] == "tflite" and written["device"]["kind"] == "android"
+    fixture = json.loads((FIXTURES / "app_latency.json").read_text())
+    check_latency(fixture, "fixture")
+    assert _structure(fixture) == _structure(written)
+
+
+def test_benchmark_activity_reads_the_intent_the_harness_sends():
+    """The extras, activity, package and result path in the Kotlin sources are the ones
+    benchmarks/android.py uses (a rename on either side fails here)."""
+    command = app_command("/sdcard/m.tflite", "gpu", 3, 30, 2)
+    activity = (DEMO / "app/src/main/kotlin/org/ktedge/demo/BenchmarkActivity.kt").read_text()
+    for kind, key in re.findall(r"--e([si]) (\w+) ", command + " "):
+        getter = {"s": "getStringExtra", "i": "getIntExtra"}[kind]
+        assert re.search(rf'{getter}\("{key}"', activity), f"BenchmarkActivity does not read --e{kind} {key}"
+    assert f"-n {APP_PACKAGE}/{APP_ACTIVITY} " in command
+    gradle = (DEMO / "app/build.gradle.kts").read_text()
+    assert f'applicationId = "{APP_PACKAGE}"' in gradle
+    manifest = (DEMO / "app/src/main/AndroidManifest.xml").read_text()
+    assert re.search(rf'android:name="\{APP_ACTIVITY}"\s+android:exported="true"', manifest)
+    assert APP_RESULT == f"/sdcard/Android/data/{APP_PACKAGE}/files/latency.json"
+    assert 'const val RESULT = "latency.json"' in activity and "getExternalFilesDir(null), RESULT" in activity
