@@ -172,6 +172,7 @@ def export_stage(cfg: Config, out: str | Path) -> dict:
     out = Path(out)
     t0 = time.perf_counter()
     formats = cfg.export.formats
+    src = kt_source(cfg, out)  # missing or changed inputs fail here, before a second process starts
     second = (cfg.to_dict(), str(out), cfg.export.onet, is_verbose())
     pool = None
     if (os.cpu_count() or 1) > 1:
@@ -179,7 +180,7 @@ def export_stage(cfg: Config, out: str | Path) -> dict:
         job = pool.submit(_second_process, *second)
     try:
         with progress() as bar:
-            artifacts = export_source(kt_source(cfg, out), out / "export", formats, bar)
+            artifacts = export_source(src, out / "export", formats, bar)
         if pool is None:
             onet = _second_process(*second)
         else:
