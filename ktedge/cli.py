@@ -151,7 +151,7 @@ def _print_bench(result: dict) -> None:
 
 def _not_run_status(row: dict) -> str:
     if row.get("passed") is None:
-        return f"[yellow]not run here ({row['not_run']})"
+        return f"[yellow]not run here ({row.get('not_run', 'Apple only')})"
     return "[green]structure ok[/green], accuracy not run here" if row["passed"] else "[red]structure FAIL"
 
 
