@@ -17,8 +17,9 @@ from tests.conftest import TINY
 SMALL = {**TINY, "quantize": {"backends": ["executorch"], "calibration_faces": 32, "eval_faces": 60,
                               "max_float_layers": 2},
          "export": {"formats": ["onnx"], "onet": False}, "bench": {"warmup": 1, "iters": 5, "rounds": 1}}
-# (what must exist under the run directory, then kill): inside fuse, quantize, export, validate, bench
-KILL_POINTS = ["fuse/.*.tmp", "quantize/executorch/calibration.json", "export/.*.tmp", "export/onnx-fp32",
+# (what must exist under the run directory, then kill): inside fuse (one graph written, not its
+# record), quantize, export (mid-artifact and between), validate, bench
+KILL_POINTS = ["fuse/deploy.pt2", "quantize/executorch/calibration.json", "export/.*.tmp", "export/onnx-fp32",
                "validate/runtimes.log", "bench/host/face.npy"]
 
 
