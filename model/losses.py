@@ -59,3 +59,25 @@ class BCE(nn.Module):
 class CE(nn.Module):
     def forward(self, logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, gt)
+
+
+class MDWALoss(nn.Module):
+    """AUFormer's margin-truncated, difficulty-aware, weighted asymmetric loss, as PAPERS.md
+    specifies it (the paper's exact formula was not available). Per action unit i, with p = sigmoid:
+    positives -w_i log p; negatives with p_m = max(p - m, 0): 0 where p >= tau (likely mislabelled),
+    else -w_i p_m^gamma log(1 - p_m) (easy negatives, p <= m, give no gradient). w_i is proportional
+    to 1 / occurrence rate, normalised to mean 1. Mean over samples and action units."""
+
+    def __init__(self, occurrence: torch.Tensor, margin: float = 0.05, discard: float = 0.95, gamma: float = 2.0):
+        super().__init__()
+        w = 1.0 / occurrence.float().clamp_min(1e-3)  # (A,)
+        self.register_buffer("w", w / w.mean())
+        self.margin, self.discard, self.gamma = margin, discard, gamma
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(logits)  # (B, A)
+        positive = -self.w * F.logsigmoid(logits)
+        p_m = (p - self.margin).clamp_min(0)
+        negative = -self.w * p_m.pow(self.gamma) * torch.log1p(-p_m)
+        negative = torch.where(p >= self.discard, torch.zeros_like(negative), negative)
+        return torch.where(labels > 0.5, positive, negative).mean()
