@@ -57,6 +57,8 @@ def export_variants(cfg: Config, out: Path, bar) -> dict[str, Path]:
     from ktedge.export.stage import export_one
     from ktedge.model.checkpoint import load_checkpoint
 
+    if cfg.model.system != "kt":
+        return {}  # the ensemble and canonical-alone comparison belongs to the KT model
     ckpt = out / "train" / "checkpoint.pt"
     digest = sha256_file(ckpt)
     root = out / "bench" / "variants"

@@ -86,7 +86,8 @@ def _load_program(path: Path, hint: str) -> torch.export.ExportedProgram:
 
 
 def kt_source(cfg: Config, out: Path) -> ExportSource:
-    """The KT deploy graph and its per-backend int8 programs from the run directory."""
+    """The deploy graph (the KT model's, or another system's) and its per-backend int8 programs from
+    the run directory."""
     import torchao.quantization.pt2e  # noqa: F401  (registers the quantized_decomposed ops the int8 archives use)
 
     parity = read_json(out / "fuse" / "parity.json") or {}
@@ -112,7 +113,7 @@ def kt_source(cfg: Config, out: Path) -> ExportSource:
     with torch.no_grad():
         shape = list(program.module()(example).shape)
     return ExportSource(
-        name=f"kt-{task.name}", program=batch_one(program.module(), example), quantized=quantized,
+        name=f"{cfg.model.system}-{task.name}", program=batch_one(program.module(), example), quantized=quantized,
         float_layers=float_layers, calibration=calibration,
         outputs=[task_output(task.name, shape)],
         crop="square face crop, face centred, eyes level (as the synthetic faces are drawn)",

@@ -115,7 +115,7 @@ def validate_kt(cfg: Config, out: Path, bar) -> dict:
         if task.name == "landmarks":
             row["nme_by_region"] = nme_by_region(pred, labels)
         rows[artifact_dir.name] = row
-    return {"model": f"kt-{task.name}", "metric": task.metric_name, "faces": len(images),
+    return {"model": f"{cfg.model.system}-{task.name}", "metric": task.metric_name, "faces": len(images),
             "faces_source": "synthetic held-out test split (exact labels)", "fp32_torch": ref_metric,
             "fp32_nme_by_region": nme_by_region(ref, labels) if task.name == "landmarks" else None,
             "artifacts": rows}

@@ -222,8 +222,10 @@ def _print_train(metrics: dict, out: Path) -> None:
     table = Table(title=f"held-out {name} ({metrics['held_out_faces']} faces, {'lower' if lower else 'higher'} is better)")
     table.add_column("model")
     table.add_column(name, justify="right")
-    for key, label in (("canonical_alone", "canonical encoder alone"), ("kt_deploy", "KT deploy {t_k, t_c}"),
-                       ("ensemble", "ensemble (all priors)")):
+    rows = ((("canonical_alone", "canonical encoder alone"), ("kt_deploy", "KT deploy {t_k, t_c}"),
+             ("ensemble", "ensemble (all priors)")) if "kt_deploy" in metrics else
+            (("system_model", metrics.get("system", "system")), ("baseline", "baseline of the same size")))
+    for key, label in rows:
         table.add_row(label, f"{metrics[key][name]:.3f}")
     console.print(table)
     console.print(f"trained in {metrics['wall_s']:.0f} s -> {out / 'train' / 'checkpoint.pt'}")

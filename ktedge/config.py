@@ -50,6 +50,7 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    system: str  # kt (the KT-Adapter model) or another system of the family (model/systems)
     canonical: EncoderConfig
     priors: list[EncoderConfig]
     adapter: AdapterConfig
@@ -82,6 +83,7 @@ class QuantizeConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     formats: list[str]
+    only: list[str]  # [] = every artifact of the formats; else just these, e.g. [tflite-int8, executorch-int8]
     onet: bool  # also deploy the real pre-trained MTCNN O-Net, validated on real LFW crops
 
 
@@ -176,6 +178,13 @@ def _check_values(cfg: Config, source: str) -> None:
              f"{where}: the onet backbone and pretrained 'facenet-pytorch' go together")
         need(enc.width >= 8, f"{where}.width must be >= 8")
     need(cfg.model.canonical.task in TASKS, f"model.canonical.task '{cfg.model.canonical.task}' is a prior-only task")
+    from ktedge.model.systems import REQUIRES, SYSTEMS
+
+    need(cfg.model.system in SYSTEMS, f"model.system '{cfg.model.system}' is not one of {', '.join(SYSTEMS)}")
+    if cfg.model.system in REQUIRES:
+        task, backbone = REQUIRES[cfg.model.system]
+        need((cfg.model.canonical.task, cfg.model.canonical.backbone) == (task, backbone),
+             f"model.system {cfg.model.system} needs model.canonical.task {task} and backbone {backbone}")
     need(len(cfg.model.priors) >= 1, "model.priors must list at least one prior encoder")
     a = cfg.model.adapter
     need(a.dim % a.heads == 0, "model.adapter.dim must be divisible by model.adapter.heads")
@@ -183,6 +192,11 @@ def _check_values(cfg: Config, source: str) -> None:
     for p in ("p_drop", "p_all", "p_canon"):
         need(0.0 <= getattr(a, p) <= 1.0, f"model.adapter.{p} must be in [0, 1]")
     need(cfg.train.landmark_loss in ("wing", "l1"), "train.landmark_loss must be 'wing' or 'l1'")
+    from ktedge.export.registry import exporters
+
+    names = [e.name for f in cfg.export.formats if f in exporters() for e in exporters()[f]]
+    for name in cfg.export.only:
+        need(name in names, f"export.only: '{name}' is not an artifact of export.formats ({', '.join(names)})")
     need(cfg.train.batch_size >= 2, "train.batch_size must be >= 2")
     q = cfg.quantize
     from ktedge.quantize.quantizers import BACKENDS, OBSERVERS

@@ -98,7 +98,8 @@ def build_summary(out: Path) -> dict:
 
     metrics = read_json(out / "train" / "metrics.json") or {}
     name = metrics.get("metric")
-    train_block = {"metric": name, **{k: metrics[k] for k in ("canonical_alone", "kt_deploy", "ensemble") if k in metrics}}
+    train_block = {"metric": name, **{k: metrics[k] for k in ("canonical_alone", "kt_deploy", "ensemble", "system",
+                                                                "system_model", "baseline") if k in metrics}}
     parity = read_json(out / "fuse" / "parity.json") or {}
     quantize, quantize_wall = {}, 0.0
     for path in sorted((out / "quantize").glob("*/sensitivity.json")):

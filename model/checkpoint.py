@@ -7,16 +7,16 @@ import zipfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ktedge.atomic import write_serialized
 from ktedge.config import Config, config_from_dict
 from ktedge.errors import KtedgeError
-from ktedge.model.kt_model import KTModel
 
 FORMAT = "ktedge.kt_model/1"
 
 
-def save_checkpoint(path: str | Path, model: KTModel, cfg: Config) -> None:
+def save_checkpoint(path: str | Path, model: nn.Module, cfg: Config) -> None:
     state = {"format": FORMAT, "config": cfg.to_dict(), "state_dict": model.state_dict()}
     write_serialized(path, lambda f: torch.save(state, f))
 
@@ -48,10 +48,13 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_checkpoint(path: str | Path) -> tuple[KTModel, Config]:
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, Config]:
+    """-> the model its stored config describes (a KTModel, or another system's model), eval mode."""
+    from ktedge.model.systems import build
+
     state = read_checkpoint(path)
     cfg = config_from_dict(state["config"], f"{path} (stored config)")
-    model = KTModel(cfg, load_pretrained=False)
+    model = build(cfg, load_pretrained=False)
     ours, theirs = model.state_dict(), state["state_dict"]
     missing = sorted(set(ours) - set(theirs))
     unexpected = sorted(set(theirs) - set(ours))

@@ -25,6 +25,7 @@ from ktedge.model.checkpoint import load_checkpoint
 from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.model.encoders import Encoder
 from ktedge.model.kt_model import KTModel
+from ktedge.model.systems.mzts import deploy_mzts
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -185,6 +186,9 @@ def fuse_canonical_alone(model: KTModel) -> DeployModel:
     return DeployModel(fold_input_norm(fold_batchnorm(m.canonical)), nn.Identity(), m.decoder).eval()
 
 
+# The other systems' own fuse (model/systems): checkpoint model -> single-output deploy module.
+DEPLOY = {"mzts": deploy_mzts}
+
 PARITY_TOLERANCE = 1e-4
 PARITY_FACES = 128
 
@@ -204,7 +208,7 @@ def fuse_stage(out: str | Path) -> dict:
     ckpt = out / "train" / "checkpoint.pt"
     verify_record(ckpt, out / "train" / "metrics.json", "checkpoint_sha256", f"re-run `ktedge train --out {out}`")
     model, cfg = load_checkpoint(ckpt)
-    deploy = fuse(model)
+    deploy = fuse(model) if isinstance(model, KTModel) else DEPLOY[cfg.model.system](model)
     faces = generate_faces(PARITY_FACES, split_seed(cfg.seed, "val"), cfg.data.image_size, cfg.data.n_identities)
     x = faces.tensors()["image"]
     example = x[:2].clone()  # a view would carry the whole batch into the archive
@@ -216,14 +220,18 @@ def fuse_stage(out: str | Path) -> dict:
         got = program.module()(x).flatten(1)
     err = (ref - got).abs().max().item()
     cos = torch.nn.functional.cosine_similarity(ref, got, dim=1).min().item()
-    kept = count_params(model.canonical) + count_params(model.adapter) + count_params(model.decoder)
     deploy_params = sum(v.numel() for v in program.state_dict.values()) + sum(
         v.numel() for v in program.constants.values() if isinstance(v, torch.Tensor))
+    if isinstance(model, KTModel):
+        kept = count_params(model.canonical) + count_params(model.adapter) + count_params(model.decoder)
+        params = {"deploy_graph": deploy_params, "canonical_encoder_adapter_decoder": kept,
+                  "prior_encoders_removed": count_params(model.priors)}
+    else:
+        params = {"deploy_graph": deploy_params, "trained_model": count_params(model)}
     parity = {
         "max_abs_error": err, "min_cosine": cos, "faces": PARITY_FACES, "tolerance": PARITY_TOLERANCE,
         "passed": err <= PARITY_TOLERANCE,
-        "params": {"deploy_graph": deploy_params, "canonical_encoder_adapter_decoder": kept,
-                   "prior_encoders_removed": count_params(model.priors)},
+        "params": params,
         "checkpoint_sha256": sha256_file(ckpt), "wall_s": round(time.perf_counter() - t0, 2),
     }
     if not parity["passed"]:

@@ -117,7 +117,6 @@ def train(cfg: Config, out: str | Path) -> dict:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     d = cfg.data
-    heads: dict[str, dict] = {}
     with progress() as bar:
         gen_task = bar.add_task("synthetic faces", total=d.n_train + d.n_val, info="")
         tick = lambda k: bar.update(gen_task, advance=k)  # noqa: E731
@@ -125,47 +124,62 @@ def train(cfg: Config, out: str | Path) -> dict:
         val_set = _split(generate_faces(d.n_val, split_seed(cfg.seed, "val"), d.image_size, d.n_identities, tick))
         bar.update(gen_task, completed=d.n_train + d.n_val)
 
-        model = KTModel(cfg)
-        for i, (pcfg, enc) in enumerate(zip(cfg.model.priors, model.priors)):
-            if not pcfg.pretrained:
-                _, heads[f"prior{i}:{pcfg.task}"] = train_encoder(enc, pcfg.task, cfg.train.prior_epochs, cfg, train_set, val_set, bar,
-                                                                  f"prior {i} ({pcfg.task}, {pcfg.backbone})")
-            freeze(enc)
-        task_name = cfg.model.canonical.task
-        head, heads[f"canonical:{task_name}"] = train_encoder(model.canonical, task_name, cfg.train.canonical_epochs, cfg,
-                                                              train_set, val_set, bar, f"canonical ({task_name}, {cfg.model.canonical.backbone})")
-        freeze(model.canonical)
-        model.baseline_decoder.load_state_dict(head.state_dict())
-        freeze(model.baseline_decoder)
-        model.decoder.load_state_dict(copy.deepcopy(head.state_dict()))  # d_c starts as the canonical decoder
+        if cfg.model.system == "kt":
+            model, body = _train_kt(cfg, train_set, val_set, bar)
+        else:
+            from ktedge.model.systems.train import TRAINERS
 
-        embed = lambda images: (_predict(model.canonical, images), [_predict(p, images) for p in model.priors])  # noqa: E731
-        (ec_tr, ep_tr), (ec_val, ep_val) = embed(train_set.images), embed(val_set.images)
-        task = TASKS[task_name]
-        loss_fn = task.loss(d.image_size, d.n_identities, cfg.train.landmark_loss)
-        y_tr, y_val = train_set.targets[task_name], val_set.targets[task_name]
-        trainable = [*model.adapter.parameters(), *model.decoder.parameters(), *loss_fn.parameters()]
+            model, body = TRAINERS[cfg.model.system](cfg, train_set, val_set, bar)
 
-        def kt_val_loss() -> float:
-            with torch.no_grad():
-                return loss_fn(model.decode(ec_val, None, "deploy"), y_val).item()
-
-        heads[f"kt_adapter:{task_name}"] = fit(
-            trainable, [model, loss_fn],
-            lambda idx: loss_fn(model.decode(ec_tr[idx], [e[idx] for e in ep_tr], "train"), y_tr[idx]),
-            kt_val_loss, len(ec_tr), cfg.train.adapter_epochs, cfg.train, bar, f"KT-Adapter + d_c ({task_name})", cfg.seed)
-        model.eval()
-        modes = evaluate_modes(model, ec_val, ep_val, y_val)
-
-    metrics = {"metric": task.metric_name, "lower_is_better": task.lower_is_better, **modes, "heads": heads,
-               "params": _param_counts(model), "held_out_faces": d.n_val,
-               "wall_s": round(time.perf_counter() - t0, 2), "config_sha256": train_config_sha256(cfg)}
+    metrics = {**body, "held_out_faces": d.n_val, "wall_s": round(time.perf_counter() - t0, 2),
+               "config_sha256": train_config_sha256(cfg)}
     train_dir = out / "train"
     save_checkpoint(train_dir / "checkpoint.pt", model, cfg)
     metrics["checkpoint_sha256"] = sha256_file(train_dir / "checkpoint.pt")
     write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     write_json(train_dir / "metrics.json", metrics)
     return metrics
+
+
+def _train_kt(cfg: Config, train_set: Split, val_set: Split, bar) -> tuple[KTModel, dict]:
+    """Priors, then the canonical encoder, then the KT-Adapter + d_c; the three models' metrics."""
+    d = cfg.data
+    heads: dict[str, dict] = {}
+    model = KTModel(cfg)
+    for i, (pcfg, enc) in enumerate(zip(cfg.model.priors, model.priors)):
+        if not pcfg.pretrained:
+            _, heads[f"prior{i}:{pcfg.task}"] = train_encoder(enc, pcfg.task, cfg.train.prior_epochs, cfg, train_set, val_set, bar,
+                                                              f"prior {i} ({pcfg.task}, {pcfg.backbone})")
+        freeze(enc)
+    task_name = cfg.model.canonical.task
+    head, heads[f"canonical:{task_name}"] = train_encoder(model.canonical, task_name, cfg.train.canonical_epochs, cfg,
+                                                          train_set, val_set, bar, f"canonical ({task_name}, {cfg.model.canonical.backbone})")
+    freeze(model.canonical)
+    model.baseline_decoder.load_state_dict(head.state_dict())
+    freeze(model.baseline_decoder)
+    model.decoder.load_state_dict(copy.deepcopy(head.state_dict()))  # d_c starts as the canonical decoder
+
+    embed = lambda images: (_predict(model.canonical, images), [_predict(p, images) for p in model.priors])  # noqa: E731
+    (ec_tr, ep_tr), (ec_val, ep_val) = embed(train_set.images), embed(val_set.images)
+    task = TASKS[task_name]
+    loss_fn = task.loss(d.image_size, d.n_identities, cfg.train.landmark_loss)
+    y_tr, y_val = train_set.targets[task_name], val_set.targets[task_name]
+    trainable = [*model.adapter.parameters(), *model.decoder.parameters(), *loss_fn.parameters()]
+
+    def kt_val_loss() -> float:
+        with torch.no_grad():
+            return loss_fn(model.decode(ec_val, None, "deploy"), y_val).item()
+
+    heads[f"kt_adapter:{task_name}"] = fit(
+        trainable, [model, loss_fn],
+        lambda idx: loss_fn(model.decode(ec_tr[idx], [e[idx] for e in ep_tr], "train"), y_tr[idx]),
+        kt_val_loss, len(ec_tr), cfg.train.adapter_epochs, cfg.train, bar, f"KT-Adapter + d_c ({task_name})", cfg.seed)
+    model.eval()
+    modes = evaluate_modes(model, ec_val, ep_val, y_val)
+
+    body = {"metric": task.metric_name, "lower_is_better": task.lower_is_better, **modes, "heads": heads,
+            "params": _param_counts(model)}
+    return model, body
 
 
 def train_config_sha256(cfg: Config) -> str:

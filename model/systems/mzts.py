@@ -1,0 +1,116 @@
+"""MZTS (Chen et al., FG 2023) as PAPERS.md specifies it for ktedge: a small ViT whose blocks are
+grouped in zones. Each zone prepends its own class token, which first attends to the previous
+zones' class tokens (the zones exchange what they found), runs the zone's blocks over
+[class token; patch tokens] and reads attributes out of its class token. Training: BCE on every
+zone's head, plus the last zone's (detached) logits distilled into each earlier zone's (MSE).
+Inference uses the last zone's head only; the fuse stage drops the others."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ktedge.model.attention import MultiHeadAttention, TransformerBlock
+from ktedge.model.encoders import Encoder
+
+ZONES = 3
+BLOCKS_PER_ZONE = 1  # 3 zones x 1 block: a phone-sized ViT (the baseline has the same 3 blocks)
+DISTILL_WEIGHT = 1.0
+
+
+class ZoneExchange(nn.Module):
+    """A zone's class token attends to itself and the previous zones' class tokens."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, heads)
+
+    def forward(self, cls: torch.Tensor, previous: list[torch.Tensor]) -> torch.Tensor:
+        seq = torch.stack([cls, *previous], 1)  # (B, 1 + z, D)
+        return cls + self.attn(self.norm(seq))[:, 0]  # (B, D)
+
+
+class MZTSBackbone(nn.Module):
+    """(B, 3, S, S) normalised -> one attribute-logit tensor (B, A) per zone."""
+
+    def __init__(self, width: int, image_size: int, n_out: int, heads: int = 4, patch: int = 8):
+        super().__init__()
+        n = (image_size // patch) ** 2
+        self.patch = nn.Conv2d(3, width, patch, patch)
+        self.pos = nn.Parameter(torch.randn(1, n, width) * 0.02)
+        self.cls = nn.Parameter(torch.randn(ZONES, width) * 0.02)  # one class token per zone
+        self.exchange = nn.ModuleList(ZoneExchange(width, heads) for _ in range(ZONES - 1))
+        self.zones = nn.ModuleList(
+            nn.ModuleList(TransformerBlock(width, heads, 2.0) for _ in range(BLOCKS_PER_ZONE)) for _ in range(ZONES))
+        self.heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(width), nn.Linear(width, n_out)) for _ in range(ZONES))
+        self.dim = width
+
+    def zone_logits(self, x: torch.Tensor, zones: range | None = None) -> list[torch.Tensor]:
+        """Logits of the zones in `zones` (default all); every zone's blocks still run."""
+        zones = range(ZONES) if zones is None else zones
+        tokens = self.patch(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
+        b = tokens.shape[0]
+        found: list[torch.Tensor] = []
+        logits = []
+        for z, blocks in enumerate(self.zones):
+            cls = self.cls[z].expand(b, -1)  # (B, D)
+            if z:
+                cls = self.exchange[z - 1](cls, found)
+            seq = torch.cat([cls[:, None], tokens], 1)  # (B, 1 + N, D)
+            for blk in blocks:
+                seq = blk(seq)
+            cls, tokens = seq[:, 0], seq[:, 1:]
+            found.append(cls)
+            if z in zones:
+                logits.append(self.heads[z](cls))  # (B, A)
+        return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.zone_logits(x, range(ZONES - 1, ZONES))[0]
+
+
+class MZTS(nn.Module):
+    """Raw RGB 0..255 in. forward: the last zone's attribute logits (what is deployed)."""
+
+    def __init__(self, width: int, image_size: int, n_out: int):
+        super().__init__()
+        self.encoder = Encoder(MZTSBackbone(width, image_size, n_out))
+
+    def zone_logits(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return self.encoder.backbone.zone_logits(self.encoder.norm(image))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encoder(image)
+
+
+class MZTSDeploy(nn.Module):
+    """The deployed graph: (B, 3, S, S) raw RGB 0..255 -> the last zone's (B, A) logits."""
+
+    def __init__(self, backbone: MZTSBackbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone(image)
+
+
+def deploy_mzts(model: MZTS) -> nn.Module:
+    """The fused graph: input normalisation folded into the patch convolution, the earlier zones'
+    heads dropped (their class tokens still feed the exchange). Raw RGB 0..255 -> (B, A) logits."""
+    import copy
+
+    from ktedge.model.fuse import fold_input_norm
+
+    backbone = fold_input_norm(copy.deepcopy(model.encoder).eval())
+    for z in range(ZONES - 1):
+        backbone.heads[z] = nn.Identity()
+    return MZTSDeploy(backbone).eval()
+
+
+def mzts_loss(zone_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """BCE on every zone's head + the last zone's detached logits distilled into the earlier ones."""
+    last = zone_logits[-1].detach()
+    bce = sum(F.binary_cross_entropy_with_logits(z, labels) for z in zone_logits)
+    distill = sum(F.mse_loss(z, last) for z in zone_logits[:-1])
+    return bce + DISTILL_WEIGHT * distill
