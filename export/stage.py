@@ -100,9 +100,10 @@ def export_one(src: ExportSource, exp: Exporter, dest: Path) -> dict:
             "sha256": manifest["sha256"], "ok": True, "wall_s": round(time.perf_counter() - t0, 2)}
 
 
-def export_source(src: ExportSource, dest: Path, formats: list[str], bar) -> list[dict]:
+def export_source(src: ExportSource, dest: Path, formats: list[str], bar, only: list[str] | None = None) -> list[dict]:
+    """Every artifact of `formats` (or just those named in `only`, e.g. tflite-int8) -> dest/<name>/."""
     registry = exporters()
-    todo = [e for f in formats for e in registry[f]]
+    todo = [e for f in formats for e in registry[f] if not only or e.name in only]
     task = bar.add_task(f"export {src.name}", total=len(todo), info="")
     results = []
     for exp in todo:
@@ -129,7 +130,7 @@ def export_inputs(cfg: Config, out: Path) -> dict:
     fuse = read_json(out / "fuse" / "parity.json") or {}
     programs = {b: digest(out / "quantize" / b / "model.pt2") for b in cfg.quantize.backends}
     return {"checkpoint": fuse.get("checkpoint_sha256"), "deploy": digest(out / "fuse" / "deploy.pt2"),
-            "quantize": programs, "formats": cfg.export.formats, "onet": cfg.export.onet,
+            "quantize": programs, "formats": cfg.export.formats, "only": cfg.export.only, "onet": cfg.export.onet,
             "observer": cfg.quantize.observer}
 
 
@@ -180,7 +181,7 @@ def export_stage(cfg: Config, out: str | Path) -> dict:
         job = pool.submit(_second_process, *second)
     try:
         with progress() as bar:
-            artifacts = export_source(src, out / "export", formats, bar)
+            artifacts = export_source(src, out / "export", formats, bar, cfg.export.only)
         if pool is None:
             onet = _second_process(*second)
         else:
