@@ -127,12 +127,17 @@ def _row(target: str, model: str, manifest: dict, measured: dict | None, reason:
     return {**row, "status": "ok", **{k: measured.get(k) for k in MEASURED}, **({"reason": reason} if reason else {})}
 
 
+def deploy_label(cfg: Config) -> str:
+    """The `model` of the deploy artifacts' rows: the KT model's, or another system's."""
+    return "kt-deploy" if cfg.model.system == "kt" else f"{cfg.model.system}-deploy"
+
+
 def _targets(cfg: Config, out: Path, bar) -> list[tuple[str, str, Path]]:
     """(target name, model, artifact dir) for every artifact this bench covers."""
     index = read_json(out / "export" / "index.json")
     if index is None:
         raise KtedgeError(f"{out / 'export' / 'index.json'}: nothing to benchmark (run `ktedge export` first)")
-    targets = [(a["name"], "kt-deploy", Path(a["path"]).parent) for a in index["artifacts"] if a["ok"]]
+    targets = [(a["name"], deploy_label(cfg), Path(a["path"]).parent) for a in index["artifacts"] if a["ok"]]
     onet = read_json(out / "onet" / "export" / "index.json") or {"artifacts": []}
     targets += [(f"onet/{a['name']}", "mtcnn-onet", Path(a["path"]).parent) for a in onet["artifacts"] if a["ok"]]
     for key, d in export_variants(cfg, out, bar).items():
@@ -214,17 +219,17 @@ def bench_android(cfg: Config, out: Path, serial: str | None, runner: str, runne
             if manifest["format"] not in wanted or manifest["variant"] == "coreml":
                 pass  # this runner does not run this format
             elif gone is not None:
-                rows.append(_row(name, "kt-deploy", manifest, {"error": gone}))
+                rows.append(_row(name, deploy_label(cfg), manifest, {"error": gone}))
             else:
                 try:
                     m = run_on_device(dev, path, runner, runner_path, delegate, warmup, iters, threads)
-                    rows.append({**_row(name, "kt-deploy", manifest, {**m, "threads": threads}),
+                    rows.append({**_row(name, deploy_label(cfg), manifest, {**m, "threads": threads}),
                                  "runtime": runner, "delegate": m["delegate"]})
                 except DeviceGone as e:
                     gone = str(e)
-                    rows.append(_row(name, "kt-deploy", manifest, {"error": gone}))
+                    rows.append(_row(name, deploy_label(cfg), manifest, {"error": gone}))
                 except AdbError as e:
-                    rows.append(_row(name, "kt-deploy", manifest, {"error": str(e)}))
+                    rows.append(_row(name, deploy_label(cfg), manifest, {"error": str(e)}))
             bar.update(task, advance=1)
     return {"schema": SCHEMA_ID, "device": device, "protocol": {"warmup": warmup, "iters": iters, "threads": threads},
             "results": rows}

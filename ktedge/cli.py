@@ -37,8 +37,10 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
 def _print_parity(parity: dict, out: Path) -> None:
     p = parity["params"]
-    console.print(f"fuse: deploy graph {p['deploy_graph']:,} parameters ({p['prior_encoders_removed']:,} prior-encoder "
-                  f"parameters removed); parity on {parity['faces']} held-out faces: max abs error "
+    removed = (f"{p['prior_encoders_removed']:,} prior-encoder parameters removed" if "prior_encoders_removed" in p
+               else f"of {p['trained_model']:,} trained")
+    console.print(f"fuse: deploy graph {p['deploy_graph']:,} parameters ({removed}); parity on {parity['faces']} "
+                  f"held-out faces: max abs error "
                   f"{parity['max_abs_error']:.2e} (gate {parity['tolerance']:.0e}), min cosine {parity['min_cosine']:.6f}"
                   f" -> {out / 'fuse' / 'deploy.pt2'}")
 
