@@ -25,6 +25,7 @@ from ktedge.model.checkpoint import load_checkpoint
 from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.model.encoders import Encoder
 from ktedge.model.kt_model import KTModel
+from ktedge.model.systems.auformer import deploy_auformer
 from ktedge.model.systems.mzts import deploy_mzts
 
 
@@ -187,14 +188,14 @@ def fuse_canonical_alone(model: KTModel) -> DeployModel:
 
 
 # The other systems' own fuse (model/systems): checkpoint model -> single-output deploy module.
-DEPLOY = {"mzts": deploy_mzts}
+DEPLOY = {"mzts": deploy_mzts, "auformer": deploy_auformer}
 
 PARITY_TOLERANCE = 1e-4
 PARITY_FACES = 128
 
 
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def count_params(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def fuse_stage(out: str | Path) -> dict:

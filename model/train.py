@@ -21,6 +21,7 @@ from ktedge.config import Config, TrainConfig
 from ktedge.model.checkpoint import save_checkpoint
 from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
 from ktedge.model.encoders import Encoder, freeze
+from ktedge.model.fuse import count_params
 from ktedge.model.kt_model import KTModel
 from ktedge.model.tasks import TASKS
 from ktedge.progress import progress
@@ -189,6 +190,5 @@ def train_config_sha256(cfg: Config) -> str:
 
 
 def _param_counts(model: KTModel) -> dict[str, int]:
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    return {"canonical_encoder": count(model.canonical), "priors": count(model.priors),
-            "adapter": count(model.adapter), "decoder": count(model.decoder)}
+    return {"canonical_encoder": count_params(model.canonical), "priors": count_params(model.priors),
+            "adapter": count_params(model.adapter), "decoder": count_params(model.decoder)}

@@ -9,13 +9,10 @@ from torch import nn
 from ktedge.config import Config
 from ktedge.model.backbones.vit import ViT
 from ktedge.model.encoders import Encoder
+from ktedge.model.fuse import count_params
 from ktedge.model.systems import build
 from ktedge.model.systems.mzts import BLOCKS_PER_ZONE, ZONES, mzts_loss
 from ktedge.model.tasks import TASKS
-
-
-def count(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def train_mzts(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
@@ -46,9 +43,53 @@ def train_mzts(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
             "system_model": {task.metric_name: zones[-1]}, "baseline": {task.metric_name: base[task.metric_name]},
             "per_zone": [{task.metric_name: m} for m in zones],
             "heads": {"mzts:attributes": record, "baseline:attributes": base},
-            "params": {"trainable": count(model, True), "total": count(model),
-                       "baseline": count(plain) + count(head)}}
+            "params": {"trainable": count_params(model, trainable_only=True), "total": count_params(model),
+                       "baseline": count_params(plain) + count_params(head)}}
     return model, body
 
 
-TRAINERS = {"mzts": train_mzts}
+def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
+    """The ViT is pre-trained on landmarks and frozen; then the experts + head train with MDWA.
+    Baseline: the same frozen ViT, a linear head on its pooled tokens, plain BCE."""
+    from ktedge.model.encoders import freeze
+    from ktedge.model.losses import MDWALoss
+    from ktedge.model.train import _predict, fit, train_encoder
+
+    task = TASKS["action_units"]
+    model = build(cfg)
+    vit = model.encoder.backbone.vit
+    pretrained = Encoder(vit)  # shares the ViT: trained on the landmark task, then frozen
+    _, pre = train_encoder(pretrained, "landmarks", cfg.train.prior_epochs, cfg, train, val, bar,
+                           "AUFormer's ViT, pre-trained on landmarks")
+    freeze(vit)
+    y_tr, y_val = train.targets["action_units"], val.targets["action_units"]
+    mdwa = MDWALoss(y_tr.mean(0))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            return mdwa(_predict(model, val.images), y_val).item()
+
+    record = fit(trainable, [model], lambda idx: mdwa(model(train.images[idx]), y_tr[idx]), val_loss,
+                 len(train.images), cfg.train.canonical_epochs, cfg.train, bar, "AUFormer experts + head (MDWA)", cfg.seed)
+    freeze(vit)  # fit() puts modules back in train mode; the ViT stays frozen and in eval
+    model.eval()
+    record[task.metric_name] = task.metric(_predict(model, val.images).numpy(), y_val.numpy())
+    # Baseline on the same frozen features.
+    e_tr, e_val = _predict(pretrained, train.images), _predict(pretrained, val.images)
+    head = nn.Linear(vit.dim, y_tr.shape[1])
+    base = fit(list(head.parameters()), [head],
+               lambda idx: F.binary_cross_entropy_with_logits(head(e_tr[idx]), y_tr[idx]),
+               lambda: F.binary_cross_entropy_with_logits(_predict(head, e_val), y_val).item(),
+               len(e_tr), cfg.train.canonical_epochs, cfg.train, bar, "baseline: frozen ViT + linear head, BCE", cfg.seed)
+    base[task.metric_name] = task.metric(_predict(head, e_val).numpy(), y_val.numpy())
+    body = {"system": "auformer", "metric": task.metric_name, "lower_is_better": task.lower_is_better,
+            "system_model": {task.metric_name: record[task.metric_name]},
+            "baseline": {task.metric_name: base[task.metric_name]},
+            "heads": {"vit:landmarks": pre, "auformer:action_units": record, "baseline:action_units": base},
+            "params": {"trainable": count_params(model, trainable_only=True), "total": count_params(model),
+                       "baseline_trainable": count_params(head)}}
+    return model, body
+
+
+TRAINERS = {"mzts": train_mzts, "auformer": train_auformer}
