@@ -98,3 +98,40 @@ def test_mzts_passes_fuse_quantize_export_and_validates_in_executorch_and_litert
     for name in ("executorch-int8", "tflite-fp32", "tflite-int8"):
         assert rows[name]["validated"] and rows[name]["passed"], (name, rows[name])
     assert rows["tflite-fp32"]["drift_rel"] < 1e-3
+
+
+def test_auformer_experts_are_grouped_per_action_unit_and_start_as_the_frozen_vit():
+    from ktedge.model.systems.auformer import EXPERT_DIM, AUFormer, ExpertGroup, deploy_auformer
+
+    torch.manual_seed(0)
+    model = AUFormer(width=32, image_size=64, experts=8).eval()
+    backbone = model.encoder.backbone
+    images = torch.rand(3, 3, 64, 64) * 255
+    assert model(images).shape == (3, 8)
+    assert len(backbone.groups) == 2 * len(backbone.vit.blocks)  # beside the attention and the MLP
+    # Zero-initialised up-projections: at the start the experts add nothing to the frozen ViT.
+    v = backbone.vit
+    x = v.patch(model.encoder.norm(images)).flatten(2).transpose(1, 2) + v.pos
+    for blk in v.blocks:
+        x = blk(x)
+    torch.testing.assert_close(model(images), backbone.head(v.norm(x).mean(1)))
+    # One expert per AU: expert 3's output depends only on expert 3's weights (grouped convolutions),
+    # and its hidden map is handed to expert 3 of the next group.
+    group = ExpertGroup(32, 8)
+    torch.nn.init.normal_(group.up.weight)
+    tokens = torch.randn(2, 64, 32)
+    _, hidden = group(tokens, 8, None)
+    assert hidden.shape == (2, 8 * EXPERT_DIM, 8, 8)
+    with torch.no_grad():
+        group.local.weight[3 * EXPERT_DIM:4 * EXPERT_DIM].add_(1.0)  # change expert 3 only
+    _, changed = group(tokens, 8, None)
+    diff = (changed - hidden).abs().reshape(2, 8, EXPERT_DIM, 8, 8).amax((0, 2, 3, 4))
+    assert diff[3] > 0 and torch.all(diff[torch.arange(8) != 3] == 0)
+    handed = torch.zeros_like(hidden)
+    handed[:, 3 * EXPERT_DIM:4 * EXPERT_DIM] = 1.0  # what the previous group's expert 3 passes on
+    _, received = group(tokens, 8, handed)
+    diff = (received - changed).abs().reshape(2, 8, EXPERT_DIM, 8, 8).amax((0, 2, 3, 4))
+    assert diff[3] > 0 and torch.all(diff[torch.arange(8) != 3] == 0)
+    deploy = deploy_auformer(model)
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(images), model(images), atol=1e-4, rtol=1e-4)

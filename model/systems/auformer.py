@@ -1,0 +1,111 @@
+"""AUFormer (Yuan et al., ECCV 2024) as PAPERS.md specifies it for ktedge: a frozen ViT whose
+blocks each get two Mixture-of-Knowledge-Expert groups (beside the attention and beside the MLP),
+one expert per action unit, trained with the MDWA loss; only the experts and the head train.
+
+An expert: tokens -> 2-D map -> 1x1 conv + GELU (down) -> 3x3 conv, then a multi-receptive-field
+branch (3x3 convs dilated 1, 3, 5, concatenated, 1x1 conv) plus a context-aware branch
+(attention over the map from 1x1-conv Q, K, V), summed -> GELU -> 1x1 conv (up) -> tokens. The
+group adds the mean of its experts as a residual; each expert also hands its hidden map to the same
+AU's expert in the next group. The U experts of a group run as grouped convolutions (groups=U):
+the same computation as U separate experts, a handful of ops for the exporters instead of U times
+as many."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ktedge.model.backbones.vit import ViT
+from ktedge.model.encoders import Encoder
+
+EXPERT_DIM = 4  # r: each expert's hidden channels
+VIT_DEPTH = 2
+
+
+class ExpertGroup(nn.Module):
+    """U experts over (B, N, D) tokens of an (h, w) grid -> (residual (B, N, D), hidden (B, U*r, h, w))."""
+
+    def __init__(self, dim: int, experts: int, r: int = EXPERT_DIM):
+        super().__init__()
+        u, c = experts, experts * r
+        self.u, self.r = u, r
+        self.down = nn.Conv2d(dim, c, 1)
+        self.local = nn.Conv2d(c, c, 3, padding=1, groups=u)
+        self.dilated = nn.ModuleList(nn.Conv2d(c, c, 3, padding=d, dilation=d, groups=u) for d in (1, 3, 5))
+        self.merge = nn.Conv2d(3 * c, c, 1, groups=u)
+        self.qkv = nn.Conv2d(c, 3 * c, 1, groups=u)
+        self.up = nn.Conv2d(c, u * dim, 1, groups=u)
+        nn.init.zeros_(self.up.weight)  # the frozen ViT's output is unchanged at the start
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, tokens: torch.Tensor, grid: int, handed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, d = tokens.shape
+        u, r = self.u, self.r
+        x = tokens.transpose(1, 2).reshape(b, d, grid, grid)  # (B, D, h, w)
+        h = F.gelu(self.down(x))  # (B, U*r, h, w)
+        if handed is not None:
+            h = h + handed  # the same AU's expert in the previous group
+        h = self.local(h)
+        # Multi-receptive-field branch; concatenated per expert so the grouped 1x1 conv mixes within one expert.
+        rates = torch.stack([conv(h) for conv in self.dilated], 1)  # (B, 3, U*r, h, w)
+        rates = rates.reshape(b, 3, u, r, grid, grid).transpose(1, 2).reshape(b, 3 * u * r, grid, grid)
+        mrf = self.merge(rates)  # (B, U*r, h, w)
+        # Context-aware branch: each expert attends over the grid positions.
+        q, k, v = self.qkv(h).reshape(b, u, 3, r, n).unbind(2)  # each (B, U, r, N)
+        att = (q.transpose(-2, -1) @ k * r ** -0.5).softmax(-1)  # (B, U, N, N)
+        ctx = (att @ v.transpose(-2, -1)).transpose(-2, -1).reshape(b, u * r, grid, grid)  # (B, U*r, h, w)
+        hidden = F.gelu(mrf + ctx)
+        out = self.up(hidden).reshape(b, u, d, n).mean(1)  # mean of the experts: (B, D, N)
+        return out.transpose(1, 2), hidden
+
+
+class AUFormerBackbone(nn.Module):
+    """A frozen ViT with two expert groups per block; (B, 3, S, S) normalised -> (B, U) AU logits."""
+
+    def __init__(self, vit: ViT, experts: int):
+        super().__init__()
+        self.vit = vit
+        self.grid = int(vit.pos.shape[1] ** 0.5)
+        self.groups = nn.ModuleList(ExpertGroup(vit.dim, experts) for _ in range(2 * len(vit.blocks)))
+        self.head = nn.Linear(vit.dim, experts)
+        self.dim = vit.dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.vit
+        x = v.patch(x).flatten(2).transpose(1, 2) + v.pos  # (B, N, D)
+        handed = None
+        for i, blk in enumerate(v.blocks):
+            beside_attn, handed = self.groups[2 * i](x, self.grid, handed)
+            x = x + blk.attn(blk.norm1(x)) + beside_attn
+            beside_mlp, handed = self.groups[2 * i + 1](x, self.grid, handed)
+            x = x + blk.mlp(blk.norm2(x)) + beside_mlp
+        return self.head(v.norm(x).mean(1))  # (B, U)
+
+
+class AUFormer(nn.Module):
+    """Raw RGB 0..255 in, (B, U) action-unit logits out. `encoder` holds the frozen ViT."""
+
+    def __init__(self, width: int, image_size: int, experts: int):
+        super().__init__()
+        self.encoder = Encoder(AUFormerBackbone(ViT(width, image_size, depth=VIT_DEPTH), experts))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encoder(image)
+
+
+class AUFormerDeploy(nn.Module):
+    def __init__(self, backbone: AUFormerBackbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone(image)
+
+
+def deploy_auformer(model: AUFormer) -> nn.Module:
+    """Input normalisation folded into the ViT's patch convolution: raw RGB 0..255 -> (B, U) logits."""
+    import copy
+
+    from ktedge.model.fuse import fold_input_norm
+
+    return AUFormerDeploy(fold_input_norm(copy.deepcopy(model.encoder).eval())).eval()
