@@ -68,6 +68,11 @@ class FloatLayers(Quantizer):
         super().__init__()
         self.inner, self.names = inner, names
 
+    @property
+    def global_config(self):
+        """litert-torch's converter reads its quantizer's global config (static or dynamic int8)."""
+        return self.inner.global_config
+
     def transform_for_annotation(self, model: GraphModule) -> GraphModule:
         return self.inner.transform_for_annotation(model)
 
