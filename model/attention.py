@@ -10,6 +10,24 @@ import torch
 from torch import nn
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+           key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention of projected queries (B, Q, D) over keys/values (B, M, D).
+    The heads are folded into the batch so both products are 3-D bmm: a 4-D matmul exports as
+    expand + bmm + view, and ExecuTorch's XNNPACK partitioner splits the graph at every expand."""
+    b, nq, d = q.shape
+    nk, h = k.shape[1], heads
+
+    def split(t: torch.Tensor, n: int) -> torch.Tensor:
+        return t.reshape(b, n, h, d // h).transpose(1, 2).reshape(b * h, n, d // h)  # (B*H, n, d)
+
+    att = torch.bmm(split(q, nq), split(k, nk).transpose(1, 2)) * (d // h) ** -0.5  # (B*H, Q, M)
+    if key_mask is not None:
+        att = att.masked_fill(~key_mask.repeat_interleave(h, 0)[:, None, :], float("-inf"))
+    out = torch.bmm(att.softmax(-1), split(v, nk))  # (B*H, Q, d)
+    return out.reshape(b, h, nq, d // h).transpose(1, 2).reshape(b, nq, d)  # (B, Q, D)
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -21,16 +39,7 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, N, D); key_mask: (B, N) bool, True = this token may be attended to.
-        b, n, d = x.shape
-        h = self.heads
-        q = self.q(x).reshape(b, n, h, d // h).transpose(1, 2)  # (B, H, N, d)
-        k = self.k(x).reshape(b, n, h, d // h).transpose(1, 2)
-        v = self.v(x).reshape(b, n, h, d // h).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (d // h) ** -0.5  # (B, H, N, N)
-        if key_mask is not None:
-            att = att.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-        out = (att.softmax(-1) @ v).transpose(1, 2).reshape(b, n, d)  # (B, N, D)
-        return self.proj(out)
+        return self.proj(attend(self.q(x), self.k(x), self.v(x), self.heads, key_mask))
 
 
 class Mlp(nn.Sequential):
@@ -52,3 +61,19 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), key_mask)
         return x + self.mlp(self.norm2(x))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries (B, Q, D) over keys/values (B, M, D) given separately, so
+    positions can be added to the queries and keys but not to the values (DETR-style decoders)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return self.proj(attend(self.q(query), self.k(key), self.v(value), self.heads))  # (B, Q, D)
