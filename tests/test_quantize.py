@@ -15,12 +15,10 @@ QUICK = {"quantize": {"calibration_faces": 32, "eval_faces": 100, "max_float_lay
 
 
 @pytest.fixture(scope="module")
-def quantized(tiny_run):
-    out, _ = tiny_run
-    if not (out / "fuse" / "deploy.pt2").is_file():
-        fuse_stage(out)
-    cfg = load_config(overrides=[TINY, QUICK])
-    return out, cfg, quantize_stage(cfg, out)
+def quantized(exported):
+    """The tiny run as the shared `exported` fixture fused and quantized it: every backend."""
+    out, cfg, _, _ = exported
+    return out, cfg, {b: json.loads((out / "quantize" / b / "sensitivity.json").read_text()) for b in cfg.quantize.backends}
 
 
 def test_quantize_writes_each_backend_and_meets_the_landmark_gate(quantized):
@@ -42,7 +40,7 @@ def test_quantize_writes_each_backend_and_meets_the_landmark_gate(quantized):
 
 def test_landmark_head_is_one_range_and_flagged_as_such(quantized):
     _, _, results = quantized
-    ranges = results["executorch"]["output_ranges"]
+    ranges = results["executorch"]["output_ranges"]["landmarks"]
     assert not ranges["mixed_ranges"] and 0.0 <= ranges["min"] < ranges["max"] <= 1.5
 
 
@@ -61,8 +59,10 @@ def test_mixed_precision_fallback_fires_on_a_layer_made_sensitive(quantized, tmp
         fuse_stage(run)  # a checkpoint changed behind its training record is refused
     (run / "train" / "metrics.json").unlink()  # one brought in by hand, with no record, is taken as it is
     fuse_stage(run)
-    qcfg = load_config(overrides=[TINY, QUICK, {"quantize": {"backends": ["executorch"]}}])
-    r = quantize_stage(qcfg, run)["executorch"]
+    qcfg = load_config(overrides=[TINY, QUICK, {"quantize": {"backends": ["executorch", "tflite"]},
+                                                "export": {"formats": ["tflite"], "only": ["tflite-int8"], "onet": False}}])
+    results = quantize_stage(qcfg, run)
+    r = results["executorch"]
     first = r["attempts"][0]
     assert first["float_layers"] == [] and first["drift_rel"] > 0.05  # plain PTQ breaks the head
     assert r["passed"] and r["drift_rel"] <= 0.05
@@ -70,6 +70,17 @@ def test_mixed_precision_fallback_fires_on_a_layer_made_sensitive(quantized, tmp
     assert "decoder.mlp.2" in r["float_layers"] and len(r["float_layers"]) <= 4
     sens = json.loads((run / "quantize" / "executorch" / "sensitivity.json").read_text())
     assert {row["layer"] for row in sens["layers"] if row["float"]} == set(r["float_layers"])
+    # LiteRT: a program with float layers converts (litert-torch re-reads the quantizer; it used to
+    # crash) and its runtime measures what quantize measured. (litert-torch's quantizer does not
+    # recover this head by falling back: a known gap, in the README.)
+    tflite = results["tflite"]
+    assert tflite["float_layers"]
+    from ktedge.export.stage import export_stage
+    from ktedge.export.validate import validate_stage
+
+    assert [a["ok"] for a in export_stage(qcfg, run)["artifacts"]] == [True]
+    row = validate_stage(qcfg, run)["kt"]["artifacts"]["tflite-int8"]
+    assert row["validated"] and row["passed"] == tflite["passed"] and abs(row["drift_rel"] - tflite["drift_rel"]) < 0.05
 
 
 def test_quantize_without_a_deploy_graph_is_a_clear_error(tmp_path):
