@@ -138,6 +138,16 @@ def plot_accuracy_latency(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def system_table(train: dict) -> str:
+    """A system of the family (model.system other than kt): its held-out metrics beside its
+    baseline of the same size (and, for multi-source transfer, its teachers)."""
+    names = list(train["system_model"])
+    rows = [["system", train["system_model"]], ["baseline of the same size", train["baseline"]]]
+    if "teachers" in train:
+        rows.append(["teachers (a head on their embeddings)", train["teachers"]])
+    return _md_table(["model", *names], [[label, *(_f(m[n]) for n in names)] for label, m in rows])
+
+
 def write_report(out: Path, summary: dict) -> Path:
     """summary.json + bench/host/latency.json -> report.md and its PNGs."""
     latency = read_json(out / "bench" / "host" / "latency.json")
@@ -148,6 +158,8 @@ def write_report(out: Path, summary: dict) -> Path:
         d, p = latency["device"], latency["protocol"]
         parts += [f"Measured on {d['name']} ({d.get('cpu', '')}, {d.get('cores', '?')} cores, {d.get('os', '')}); "
                   f"{p['threads']} thread(s), {p['warmup']} warm-up runs, median/p90 of {p['iters']} timed runs.", ""]
+    if "system_model" in train:
+        parts += [f"## {train['system']} (held-out, synthetic labelled faces)", "", system_table(train), ""]
     parts += ["## Exported artifacts", "",
               f"Task metric: held-out {metric} on synthetic labelled faces; drift is |int8 - fp32| / fp32 against the "
               f"fp32 torch model on the same faces; speed-up is over the same format's fp32 artifact.", "",
@@ -172,6 +184,11 @@ def write_report(out: Path, summary: dict) -> Path:
                                                           else None, ".2f", "%"),
               "pass" if r.get("passed") else "**FAIL**", ", ".join(r.get("float_layers") or []) or "-"]
              for b, r in q.items()]), ""]
+        multi = {b: r["tasks"] for b, r in q.items() if len(r.get("tasks") or {}) > 1}
+        if multi:  # one graph, several tasks: the gate reads the task that drifted most
+            parts += [_md_table(["backend", "task", "metric", "fp32", "int8", "drift"],
+                                [[b, t, r["metric"], _f(r["fp32"]), _f(r["int8"]), _f(100 * r["drift_rel"], ".2f", "%")]
+                                 for b, tasks in multi.items() for t, r in tasks.items()]), ""]
     parts += [f"Fuse parity (deploy graph vs training graph): max abs error {_f(summary['fuse']['max_abs_error'], '.2e')}.",
               "", "## Wall time", "",
               _md_table(["stage", "seconds"], [[k, _f(v, ".1f")] for k, v in summary["wall_s"].items()]), ""]

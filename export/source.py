@@ -16,7 +16,8 @@ from ktedge.config import Config
 from ktedge.errors import KtedgeError
 from ktedge.model.onet import ONET_MEAN, ONET_SIZE, ONET_STD, ONet, load_pretrained_onet, onet_weights_path
 from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, EXPRESSIONS
-from ktedge.model.tasks import TASKS
+from ktedge.model.systems import deploy_name, deploy_tasks
+from ktedge.model.tasks import as_outputs
 from ktedge.quantize.calibration import calibration_set
 
 # How an app turns each task's output tensor into an answer: a kind the app decodes (export/preprocess.py
@@ -108,14 +109,13 @@ def kt_source(cfg: Config, out: Path) -> ExportSource:
         quantized[backend] = program_q.module()
         float_layers[backend] = record.get("float_layers", [])
         hashes[backend] = sha256_file(path)
-    task = TASKS[cfg.model.canonical.task]
     example = torch.from_numpy(calibration[:1]).clone()
     with torch.no_grad():
-        shape = list(program.module()(example).shape)
+        shapes = [list(y.shape) for y in as_outputs(program.module()(example))]
     return ExportSource(
-        name=f"{cfg.model.system}-{task.name}", program=batch_one(program.module(), example), quantized=quantized,
+        name=deploy_name(cfg), program=batch_one(program.module(), example), quantized=quantized,
         float_layers=float_layers, calibration=calibration,
-        outputs=[task_output(task.name, shape)],
+        outputs=[task_output(t, shape) for t, shape in zip(deploy_tasks(cfg), shapes)],
         crop="square face crop, face centred, eyes level (as the synthetic faces are drawn)",
         checkpoint_sha256=parity.get("checkpoint_sha256") or sha256_file(out / "train" / "checkpoint.pt"),
         observer=cfg.quantize.observer, program_sha256=hashes)

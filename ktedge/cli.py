@@ -58,9 +58,12 @@ def _print_quantize(results: dict[str, dict]) -> None:
     for col in ("backend", "metric", "fp32", "int8", "drift", "gate", "float layers", "status"):
         table.add_column(col, justify="right" if col in ("fp32", "int8", "drift", "gate") else "left")
     for b, r in results.items():
-        table.add_row(b, r["metric"], f"{r['fp32']:.3f}", f"{r['int8']:.3f}", f"{100 * r['drift_rel']:.2f}%",
-                      f"{100 * r['gate_drift_rel']:.0f}%", ", ".join(r["float_layers"]) or "-",
-                      "[green]pass" if r["passed"] else "[red]FAIL")
+        status = "[green]pass" if r["passed"] else "[red]FAIL"
+        for i, (task, t) in enumerate(r["tasks"].items()):  # a multi-task graph: a row per task, gated together
+            label = t["metric"] if len(r["tasks"]) == 1 else f"{task} {t['metric']}"
+            table.add_row(b if i == 0 else "", label, f"{t['fp32']:.3f}", f"{t['int8']:.3f}",
+                          f"{100 * t['drift_rel']:.2f}%", f"{100 * r['gate_drift_rel']:.0f}%",
+                          (", ".join(r["float_layers"]) or "-") if i == 0 else "", status if i == 0 else "")
     console.print(table)
 
 
@@ -104,6 +107,17 @@ def _print_validate(kt: dict, onet: dict | None) -> None:
         else:
             table.add_row(key, "-", "-", "-", _not_run_status(r))
     console.print(table)
+    if len(kt["tasks_fp32_torch"]) > 1:  # a multi-task model: every task's metric, the worst drift gates
+        tasks = kt["tasks_fp32_torch"]
+        table = Table(title="per task (fp32 torch in the header; drift: the worst task's, gated)")
+        table.add_column("artifact")
+        for t, ref in tasks.items():
+            table.add_column(f"{t} {ref['metric']} ({ref['value']:.3f})", justify="right")
+        for key, r in kt["artifacts"].items():
+            if r["validated"]:
+                table.add_row(key, *(f"{r['tasks'][t]['value']:.3f} ({100 * r['tasks'][t]['drift_rel']:.1f}%)"
+                                     for t in tasks))
+        console.print(table)
     if onet is not None:
         ref = onet["fp32_torch"]
         table = Table(title=f"MTCNN O-Net on real LFW crops (fp32 torch: accuracy {ref['face_accuracy']:.1f}%, "
@@ -219,17 +233,33 @@ def _print_ratios(ratios: dict) -> None:
 def _print_train(metrics: dict, out: Path) -> None:
     from rich.table import Table
 
-    name = metrics["metric"]
-    lower = metrics["lower_is_better"]
-    table = Table(title=f"held-out {name} ({metrics['held_out_faces']} faces, {'lower' if lower else 'higher'} is better)")
+    names = list(metrics["system_model"]) if "system_model" in metrics else [metrics["metric"]]  # Faceptor: 4
+    if len(names) == 1:
+        title = f"held-out {names[0]} ({metrics['held_out_faces']} faces, " \
+                f"{'lower' if metrics['lower_is_better'] else 'higher'} is better)"
+    else:
+        better = {t["metric"]: "lower" if t["lower_is_better"] else "higher" for t in metrics["tasks"].values()}
+        title = f"held-out metrics ({metrics['held_out_faces']} faces; " \
+                + ", ".join(f"{n} {b}" for n, b in better.items()) + " is better)"
+    table = Table(title=title)
     table.add_column("model")
-    table.add_column(name, justify="right")
+    for n in names:
+        table.add_column(n, justify="right")
     rows = ((("canonical_alone", "canonical encoder alone"), ("kt_deploy", "KT deploy {t_k, t_c}"),
              ("ensemble", "ensemble (all priors)")) if "kt_deploy" in metrics else
             (("system_model", metrics.get("system", "system")), ("baseline", "baseline of the same size")))
+    if "teachers" in metrics:  # multi-source transfer: the teachers it was distilled from
+        rows = (*rows, ("teachers", "teachers (a head on their embeddings)"))
     for key, label in rows:
-        table.add_row(label, f"{metrics[key][name]:.3f}")
+        table.add_row(label, *(f"{metrics[key][n]:.3f}" for n in names))
     console.print(table)
+    params = metrics.get("params", {})
+    if "teachers" in params:
+        console.print(f"student {params['student']:,} parameters deployed vs teachers {params['teachers']:,} "
+                      f"({params['teachers'] / params['student']:.1f}x)")
+    elif "trainable" in params:
+        console.print(f"parameters: {params['trainable']:,} trainable of {params['total']:,}; "
+                      f"baseline {params.get('baseline', params.get('baseline_trainable')):,}")
     console.print(f"trained in {metrics['wall_s']:.0f} s -> {out / 'train' / 'checkpoint.pt'}")
 
 

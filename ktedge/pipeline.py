@@ -99,12 +99,13 @@ def build_summary(out: Path) -> dict:
     metrics = read_json(out / "train" / "metrics.json") or {}
     name = metrics.get("metric")
     train_block = {"metric": name, **{k: metrics[k] for k in ("canonical_alone", "kt_deploy", "ensemble", "system",
-                                                                "system_model", "baseline") if k in metrics}}
+                                                                "system_model", "baseline", "teachers", "tasks",
+                                                                "params") if k in metrics}}
     parity = read_json(out / "fuse" / "parity.json") or {}
     quantize, quantize_wall = {}, 0.0
     for path in sorted((out / "quantize").glob("*/sensitivity.json")):
         rec = read_json(path) or {}
-        quantize[path.parent.name] = {k: rec.get(k) for k in ("drift_rel", "passed", "float_layers", "fp32", "int8")}
+        quantize[path.parent.name] = {k: rec.get(k) for k in ("drift_rel", "passed", "float_layers", "fp32", "int8", "tasks")}
         quantize_wall += rec.get("wall_s") or 0.0
     index = read_json(out / "export" / "index.json")
     accuracy = read_json(out / "validate" / "accuracy.json") or {}

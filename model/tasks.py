@@ -74,3 +74,18 @@ TASKS: dict[str, Task] = {
 }
 # `face` (face / not-face) is a prior-only task: the pre-trained O-Net brings it, nothing trains it here.
 PRIOR_ONLY_TASKS = ("face",)
+
+
+def as_outputs(y: torch.Tensor | tuple | list) -> list:
+    """A model's output(s) as a list: single-task graphs return a tensor, multi-task ones a tuple."""
+    return list(y) if isinstance(y, (tuple, list)) else [y]
+
+
+def evaluate(tasks: list[str], outputs: list[np.ndarray], targets: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each task's held-out metric from its output (outputs in `tasks` order)."""
+    return {t: TASKS[t].metric(y, targets[t]) for t, y in zip(tasks, outputs)}
+
+
+def drift_rel(metric: float, reference: float) -> float:
+    """Relative change of a metric against its fp32 value (the int8 gate's measure)."""
+    return abs(metric - reference) / abs(reference)

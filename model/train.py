@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -23,7 +24,7 @@ from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
 from ktedge.model.encoders import Encoder, freeze
 from ktedge.model.fuse import count_params
 from ktedge.model.kt_model import KTModel
-from ktedge.model.tasks import TASKS
+from ktedge.model.tasks import TASKS, as_outputs
 from ktedge.progress import progress
 
 
@@ -46,6 +47,13 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[torch
 @torch.no_grad()
 def _predict(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     return torch.cat([fn(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
+
+
+@torch.no_grad()
+def predict_outputs(fn: Callable, inputs: torch.Tensor, batch_size: int = 64) -> list[np.ndarray]:
+    """Every output of a single- or multi-output graph over `inputs`, in batches."""
+    parts = [as_outputs(fn(inputs[i:i + batch_size])) for i in range(0, len(inputs), batch_size)]
+    return [torch.cat([p[k] for p in parts]).numpy() for k in range(len(parts[0]))]
 
 
 def fit(params: list[nn.Parameter], modules: list[nn.Module], step_loss: Callable[[torch.Tensor], torch.Tensor],

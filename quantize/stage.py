@@ -19,7 +19,9 @@ from ktedge.atomic import (matches_record, read_json, sha256_file, sha256_json, 
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
 from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
-from ktedge.model.tasks import TASKS
+from ktedge.model.systems import deploy_tasks
+from ktedge.model.tasks import TASKS, drift_rel, evaluate
+from ktedge.model.train import predict_outputs
 from ktedge.progress import progress
 from ktedge.quantize.calibration import calibration_digest, calibration_set
 from ktedge.quantize.quantizers import BACKENDS, make_quantizer
@@ -61,18 +63,21 @@ def load_deploy(out: Path) -> torch.export.ExportedProgram:
         raise KtedgeError(f"{path}: unreadable deploy graph ({type(e).__name__}: {str(e)[:100]}); re-run `ktedge fuse`") from None
 
 
-def _predict(fn, images: torch.Tensor, batch: int = 64) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([fn(images[i:i + batch]) for i in range(0, len(images), batch)]).numpy()
+def task_metrics(cfg: Config, outputs: list[np.ndarray], faces: FaceSet) -> dict[str, float]:
+    """Each deployed task's metric on labelled faces (one per output)."""
+    targets = faces.tensors()
+    tasks = deploy_tasks(cfg)
+    return evaluate(tasks, outputs, {t: targets[t].numpy() for t in tasks})
 
 
-def task_metric(cfg: Config, pred: np.ndarray, faces: FaceSet) -> float:
-    task = TASKS[cfg.model.canonical.task]
-    return task.metric(pred, faces.tensors()[task.name].numpy())
+def worst_drift(metrics: dict[str, float], reference: dict[str, float]) -> float:
+    """The gate reads the task that drifted most."""
+    return max(drift_rel(metrics[t], reference[t]) for t in reference)
 
 
-def drift_rel(metric: float, reference: float) -> float:
-    return abs(metric - reference) / abs(reference)
+def per_task(metrics: dict[str, float], reference: dict[str, float]) -> dict[str, dict]:
+    return {t: {"metric": TASKS[t].metric_name, "fp32": reference[t], "int8": metrics[t],
+                "drift_rel": drift_rel(metrics[t], reference[t])} for t in reference}
 
 
 def quantize_program(program: torch.export.ExportedProgram, backend: str, observer: str, float_layers: list[str],
@@ -87,7 +92,7 @@ def quantize_program(program: torch.export.ExportedProgram, backend: str, observ
 
 
 def output_ranges(pred: np.ndarray) -> dict:
-    """Per output tensor: its value range, and whether its components live on ranges so different
+    """An output tensor's value range, and whether its components live on ranges so different
     that one per-tensor int8 scale would crush the small ones (peers' 'int8 collapses a head')."""
     comp = pred.reshape(len(pred), -1)
     spans = comp.max(0) - comp.min(0)
@@ -97,7 +102,8 @@ def output_ranges(pred: np.ndarray) -> dict:
 
 
 def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export.ExportedProgram,
-                     calibration: torch.Tensor, described: dict, faces: FaceSet, reference: float, bar) -> dict:
+                     calibration: torch.Tensor, described: dict, faces: FaceSet, reference: dict[str, float],
+                     bar) -> dict:
     q = cfg.quantize
     t0 = time.perf_counter()
     images = faces.tensors()["image"]
@@ -107,9 +113,9 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
     task = bar.add_task(f"quantize {backend}", total=q.max_float_layers + 1, info="")
     while True:
         quant_gm = quantize_program(program, backend, q.observer, float_layers, calibration)
-        metric = task_metric(cfg, _predict(quant_gm, images), faces)
-        drift = drift_rel(metric, reference)
-        attempts.append({"float_layers": list(float_layers), "metric": metric, "drift_rel": drift})
+        metrics = task_metrics(cfg, predict_outputs(quant_gm, images), faces)
+        drift = worst_drift(metrics, reference)
+        attempts.append({"float_layers": list(float_layers), "metrics": metrics, "drift_rel": drift})
         bar.update(task, advance=1, info=f"drift {100 * drift:.2f}% ({len(float_layers)} float layers)")
         sensitivity = layer_sensitivity(float_gm, quant_gm, calibration[:SENSITIVITY_FACES])
         if drift <= q.max_drift_rel or len(float_layers) >= q.max_float_layers:
@@ -132,13 +138,16 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
         "images": described,
         "wall_s": wall,
     })
-    metric_name = TASKS[cfg.model.canonical.task].metric_name
+    primary = deploy_tasks(cfg)[0]
     for row in sensitivity:
         row["float"] = row["layer"] in float_layers
     result = {
-        "backend": backend, "metric": metric_name, "fp32": reference, "int8": metric, "drift_rel": drift,
+        # metric/fp32/int8: the first task's; drift_rel and the gate: the task that drifted most.
+        "backend": backend, "metric": TASKS[primary].metric_name, "fp32": reference[primary], "int8": metrics[primary],
+        "drift_rel": drift, "tasks": per_task(metrics, reference),
         "gate_drift_rel": q.max_drift_rel, "passed": passed, "float_layers": float_layers, "attempts": attempts,
-        "eval_faces": len(faces), "output_ranges": output_ranges(_predict(float_gm, images[:64])),
+        "eval_faces": len(faces),
+        "output_ranges": dict(zip(deploy_tasks(cfg), map(output_ranges, predict_outputs(float_gm, images[:64])))),
         "deploy_sha256": sha256_file(out / "fuse" / "deploy.pt2"), "config_sha256": quantize_config_sha256(cfg),
         "model_sha256": sha256_file(dest / "model.pt2"),
         "wall_s": wall,
@@ -155,7 +164,7 @@ def quantize_stage(cfg: Config, out: str | Path) -> dict[str, dict]:
     d = cfg.data
     calibration = torch.from_numpy(images)
     faces = generate_faces(q.eval_faces, split_seed(cfg.seed, "test"), d.image_size, d.n_identities)
-    reference = task_metric(cfg, _predict(program.module(), faces.tensors()["image"]), faces)
+    reference = task_metrics(cfg, predict_outputs(program.module(), faces.tensors()["image"]), faces)
     results = {}
     with progress() as bar:
         for backend in q.backends:

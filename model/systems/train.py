@@ -92,4 +92,130 @@ def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     return model, body
 
 
-TRAINERS = {"mzts": train_mzts, "auformer": train_auformer}
+
+def train_faceptor(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
+    """Faceptor on its four tasks at once; baseline: the same ViT + one MLP head per task, the
+    tasks' plain losses summed, as many parameters."""
+    from ktedge.model.systems import FACEPTOR_TASKS
+    from ktedge.model.systems.faceptor import FaceptorLoss, PlainMultiTask
+    from ktedge.model.tasks import evaluate
+    from ktedge.model.train import fit, predict_outputs
+
+    tasks = list(FACEPTOR_TASKS)
+    model = build(cfg)
+    loss_fn = FaceptorLoss(cfg.data.image_size)
+    pick = lambda split, idx: {t: split.targets[t][idx] for t in tasks}  # noqa: E731
+    val_all = torch.arange(len(val.images))
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            return sum(loss_fn(model, val.images[i], pick(val, i)).item() * len(i) for i in val_all.split(256)) / len(val_all)
+
+    record = fit(list(model.parameters()), [model], lambda idx: loss_fn(model, train.images[idx], pick(train, idx)),
+                 val_loss, len(train.images), cfg.train.canonical_epochs, cfg.train, bar,
+                 "Faceptor (landmarks, age, attributes, expression in one pass)", cfg.seed)
+    targets = {t: val.targets[t].numpy() for t in tasks}
+
+    def held_out(m: nn.Module) -> dict[str, float]:
+        return {TASKS[t].metric_name: v for t, v in evaluate(tasks, predict_outputs(m, val.images), targets).items()}
+
+    model.eval()
+    torch.manual_seed(cfg.seed)
+    plain = PlainMultiTask(cfg.model.canonical.width, cfg.data.image_size, count_params(model))
+    losses = [TASKS[t].loss(cfg.data.image_size, cfg.data.n_identities, cfg.train.landmark_loss) for t in tasks]
+    plain_loss = lambda outs, y: sum(f(o, y[t]) for f, o, t in zip(losses, outs, tasks))  # noqa: E731
+
+    def plain_val_loss() -> float:
+        with torch.no_grad():
+            return sum(plain_loss(plain(val.images[i]), pick(val, i)).item() * len(i) for i in val_all.split(256)) / len(val_all)
+
+    base = fit(list(plain.parameters()), [plain], lambda idx: plain_loss(plain(train.images[idx]), pick(train, idx)),
+               plain_val_loss, len(train.images), cfg.train.canonical_epochs, cfg.train, bar,
+               "baseline: the same ViT + one MLP head per task", cfg.seed)
+    plain.eval()
+    system, baseline = held_out(model), held_out(plain)
+    task = TASKS[tasks[0]]
+    body = {"system": "faceptor", "metric": task.metric_name, "lower_is_better": task.lower_is_better,
+            "tasks": {t: {"metric": TASKS[t].metric_name, "lower_is_better": TASKS[t].lower_is_better} for t in tasks},
+            "system_model": system, "baseline": baseline,
+            "heads": {"faceptor": record, "baseline": base},
+            "params": {"trainable": count_params(model, trainable_only=True), "total": count_params(model),
+                       "baseline": count_params(plain)}}
+    return model, body
+
+
+def _task_head(cfg: Config, dim: int, train_x: torch.Tensor, val_x: torch.Tensor, train, val, bar, desc: str) -> tuple[nn.Module, dict]:
+    """A fresh canonical-task head trained on frozen embeddings (cached vectors, not images)."""
+    from ktedge.model.train import _predict, fit
+
+    task = TASKS[cfg.model.canonical.task]
+    head = task.head(dim, cfg.model.head_hidden)
+    loss_fn = task.loss(cfg.data.image_size, cfg.data.n_identities, cfg.train.landmark_loss)
+    y_tr, y_val = train.targets[task.name], val.targets[task.name]
+    record = fit([*head.parameters(), *loss_fn.parameters()], [head, loss_fn],
+                 lambda idx: loss_fn(head(train_x[idx]), y_tr[idx]),
+                 lambda: loss_fn(_predict(head, val_x), y_val).item(),
+                 len(train_x), cfg.train.adapter_epochs, cfg.train, bar, desc, cfg.seed)
+    record[task.metric_name] = task.metric(_predict(head, val_x).numpy(), y_val.numpy())
+    return head.eval(), record
+
+
+def train_transfer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
+    """Teachers (trained on their tasks unless pre-trained, then frozen) -> auto-encoder over their
+    embeddings -> student distilled to the common code -> canonical-task head on the frozen student.
+    Compared with the teachers (the same head on their embeddings) and with a baseline: the
+    student's architecture trained directly on the task."""
+    from ktedge.model.encoders import build_encoder, freeze
+    from ktedge.model.systems.transfer import CODE_DIM, distill_loss
+    from ktedge.model.train import _predict, fit, train_encoder
+
+    task = TASKS[cfg.model.canonical.task]
+    model = build(cfg)
+    heads: dict[str, dict] = {}
+    for i, (pcfg, teacher) in enumerate(zip(cfg.model.priors, model.teachers)):
+        if not pcfg.pretrained:
+            _, heads[f"teacher{i}:{pcfg.task}"] = train_encoder(teacher, pcfg.task, cfg.train.prior_epochs, cfg, train,
+                                                                val, bar, f"teacher {i} ({pcfg.task}, {pcfg.backbone})")
+        freeze(teacher)
+    z_tr, z_val = _predict(model.teacher_embedding, train.images), _predict(model.teacher_embedding, val.images)
+    ae = model.autoencoder
+    ae.mean.copy_(z_tr.mean(0))
+    ae.std.copy_(z_tr.std(0).clamp_min(1e-6))
+    heads["autoencoder"] = fit(list(ae.parameters()), [ae], lambda idx: ae.loss(z_tr[idx]),
+                               lambda: ae.loss(z_val).item(), len(z_tr), cfg.train.adapter_epochs, cfg.train, bar,
+                               f"auto-encoder: {z_tr.shape[1]}-d teacher embeddings -> {CODE_DIM}-d code", cfg.seed)
+    freeze(ae)
+    c_tr, c_val = _predict(ae.encode, z_tr), _predict(ae.encode, z_val)
+    student = [model.student, model.project]
+    heads["student"] = fit([p for m in student for p in m.parameters()], student,
+                           lambda idx: distill_loss(model.embed(train.images[idx]), c_tr[idx]),
+                           lambda: distill_loss(_predict(model.embed, val.images), c_val).item(),
+                           len(train.images), cfg.train.canonical_epochs, cfg.train, bar,
+                           f"student ({cfg.model.canonical.backbone}) distilled to the code", cfg.seed)
+    for m in student:
+        freeze(m)
+    s_tr, s_val = _predict(model.embed, train.images), _predict(model.embed, val.images)
+    head, heads[f"student_head:{task.name}"] = _task_head(cfg, CODE_DIM, s_tr, s_val, train, val, bar,
+                                                          f"head on the student ({task.name})")
+    model.head.load_state_dict(head.state_dict())
+    freeze(model.head)
+    _, teachers = _task_head(cfg, z_tr.shape[1], ae.standardise(z_tr), ae.standardise(z_val), train, val, bar,
+                             f"head on the teachers' embeddings ({task.name})")
+    heads[f"teachers_head:{task.name}"] = teachers
+    plain = build_encoder(cfg.model.canonical, cfg.data.image_size)  # the student's architecture, fresh
+    torch.manual_seed(cfg.seed)
+    plain_head, base = train_encoder(plain, task.name, cfg.train.canonical_epochs, cfg, train, val, bar,
+                                     f"baseline: the student's {cfg.model.canonical.backbone} trained on {task.name}")
+    heads[f"baseline:{task.name}"] = base
+    model.eval()
+    name = task.metric_name
+    body = {"system": "transfer", "metric": name, "lower_is_better": task.lower_is_better,
+            "system_model": {name: heads[f"student_head:{task.name}"][name]}, "baseline": {name: base[name]},
+            "teachers": {name: teachers[name]}, "heads": heads,
+            "params": {"student": count_params(model.student) + count_params(model.project) + count_params(model.head),
+                       "teachers": count_params(model.teachers), "autoencoder": count_params(ae),
+                       "baseline": count_params(plain) + count_params(plain_head)}}
+    return model, body
+
+
+TRAINERS = {"mzts": train_mzts, "auformer": train_auformer, "faceptor": train_faceptor, "transfer": train_transfer}
