@@ -63,17 +63,9 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(MultiHeadAttention):
     """Multi-head attention of queries (B, Q, D) over keys/values (B, M, D) given separately, so
     positions can be added to the queries and keys but not to the values (DETR-style decoders)."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         return self.proj(attend(self.q(query), self.k(key), self.v(value), self.heads))  # (B, Q, D)
