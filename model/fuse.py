@@ -193,6 +193,18 @@ class DeployModel(nn.Module):
         return self.decoder(self.adapter(self.backbone(image)))
 
 
+class FoldedBackbone(nn.Module):
+    """A system's deploy graph (model/systems): a copy of its encoder's backbone with the input
+    normalisation folded in. Raw RGB 0..255 (B, 3, S, S) -> the backbone's output(s)."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.backbone = fold_input_norm(copy.deepcopy(encoder).eval())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return self.backbone(image)
+
+
 class UInt8Input(nn.Module):
     """The deploy graph taking uint8 pixels, for runtimes with integer image inputs."""
 

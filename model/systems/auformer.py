@@ -93,19 +93,8 @@ class AUFormer(nn.Module):
         return self.encoder(image)
 
 
-class AUFormerDeploy(nn.Module):
-    def __init__(self, backbone: AUFormerBackbone):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.backbone(image)
-
-
 def deploy_auformer(model: AUFormer) -> nn.Module:
     """Input normalisation folded into the ViT's patch convolution: raw RGB 0..255 -> (B, U) logits."""
-    import copy
+    from ktedge.model.fuse import FoldedBackbone
 
-    from ktedge.model.fuse import fold_input_norm
-
-    return AUFormerDeploy(fold_input_norm(copy.deepcopy(model.encoder).eval())).eval()
+    return FoldedBackbone(model.encoder).eval()

@@ -155,22 +155,11 @@ class FaceptorLoss(nn.Module):
                 + F.cross_entropy(h["expression"], y["expression"]))
 
 
-class FaceptorDeploy(nn.Module):
-    def __init__(self, backbone: FaceptorBackbone):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.backbone(image)
-
-
 def deploy_faceptor(model: Faceptor) -> nn.Module:
     """Input normalisation folded into the patch convolution: raw RGB 0..255 -> the four outputs."""
-    import copy
+    from ktedge.model.fuse import FoldedBackbone
 
-    from ktedge.model.fuse import fold_input_norm
-
-    return FaceptorDeploy(fold_input_norm(copy.deepcopy(model.encoder).eval())).eval()
+    return FoldedBackbone(model.encoder).eval()
 
 
 class PlainMultiTask(nn.Module):

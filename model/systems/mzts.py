@@ -84,28 +84,15 @@ class MZTS(nn.Module):
         return self.encoder(image)
 
 
-class MZTSDeploy(nn.Module):
-    """The deployed graph: (B, 3, S, S) raw RGB 0..255 -> the last zone's (B, A) logits."""
-
-    def __init__(self, backbone: MZTSBackbone):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.backbone(image)
-
-
 def deploy_mzts(model: MZTS) -> nn.Module:
     """The fused graph: input normalisation folded into the patch convolution, the earlier zones'
     heads dropped (their class tokens still feed the exchange). Raw RGB 0..255 -> (B, A) logits."""
-    import copy
+    from ktedge.model.fuse import FoldedBackbone
 
-    from ktedge.model.fuse import fold_input_norm
-
-    backbone = fold_input_norm(copy.deepcopy(model.encoder).eval())
+    deploy = FoldedBackbone(model.encoder)
     for z in range(ZONES - 1):
-        backbone.heads[z] = nn.Identity()
-    return MZTSDeploy(backbone).eval()
+        deploy.backbone.heads[z] = nn.Identity()
+    return deploy.eval()
 
 
 def mzts_loss(zone_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
