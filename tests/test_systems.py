@@ -70,13 +70,31 @@ def test_a_system_with_the_wrong_task_is_a_config_error():
         load_config(overrides=[{"model": {"system": "mzts"}}])
 
 
-@pytest.fixture(scope="module")
-def mzts_run(tmp_path_factory):
+def _trained(tmp_path_factory, name: str, overrides: dict) -> tuple:
+    """A run directory with `overrides` trained: (out, cfg, train metrics)."""
     from ktedge.model.train import train
 
-    out = tmp_path_factory.mktemp("mzts")
-    cfg = load_config(overrides=[MZTS_CFG])
+    out = tmp_path_factory.mktemp(name)
+    cfg = load_config(overrides=[overrides])
     return out, cfg, train(cfg, out)
+
+
+def _pipeline(out, cfg) -> tuple[dict, dict, dict, dict]:
+    """fuse -> quantize -> export -> validate on a trained run directory."""
+    from ktedge.export.stage import export_stage
+    from ktedge.export.validate import validate_stage
+    from ktedge.model.fuse import fuse_stage
+    from ktedge.quantize.stage import quantize_stage
+
+    parity = fuse_stage(out)
+    quantized = quantize_stage(cfg, out)
+    index = export_stage(cfg, out)
+    return parity, quantized, index, validate_stage(cfg, out)["kt"]
+
+
+@pytest.fixture(scope="module")
+def mzts_run(tmp_path_factory):
+    return _trained(tmp_path_factory, "mzts", MZTS_CFG)
 
 
 def test_mzts_trains_its_loss_falls_and_it_beats_chance(mzts_run):
@@ -93,21 +111,14 @@ def test_mzts_trains_its_loss_falls_and_it_beats_chance(mzts_run):
 
 
 def test_mzts_passes_fuse_quantize_export_and_validates_in_executorch_and_litert(mzts_run):
-    from ktedge.export.stage import export_stage
-    from ktedge.export.validate import validate_stage
-    from ktedge.model.fuse import fuse_stage
-    from ktedge.quantize.stage import quantize_stage
-
     out, cfg, _ = mzts_run
-    parity = fuse_stage(out)
+    parity, quantized, index, validation = _pipeline(out, cfg)
     assert parity["passed"] and parity["params"]["deploy_graph"] < parity["params"]["trained_model"]  # heads dropped
-    quantized = quantize_stage(cfg, out)
     assert all(r["passed"] for r in quantized.values())
-    index = export_stage(cfg, out)
     assert {a["name"] for a in index["artifacts"] if a["ok"]} == ARTIFACTS
     manifest = json.loads((out / "export" / "tflite-int8" / "manifest.json").read_text())
     assert manifest["model"] == "mzts-attributes" and manifest["outputs"][0]["kind"] == "multilabel_logits"
-    rows = validate_stage(cfg, out)["kt"]["artifacts"]
+    rows = validation["artifacts"]
     for name in sorted(ARTIFACTS):
         assert rows[name]["validated"] and rows[name]["passed"], (name, rows[name])
 
@@ -228,26 +239,9 @@ def chance_levels(cfg) -> dict[str, float]:
             "accuracy": float(100 * np.bincount(expr).max() / len(expr))}
 
 
-def _pipeline(out, cfg) -> tuple[dict, dict, dict, dict]:
-    """fuse -> quantize -> export -> validate on a trained run directory."""
-    from ktedge.export.stage import export_stage
-    from ktedge.export.validate import validate_stage
-    from ktedge.model.fuse import fuse_stage
-    from ktedge.quantize.stage import quantize_stage
-
-    parity = fuse_stage(out)
-    quantized = quantize_stage(cfg, out)
-    index = export_stage(cfg, out)
-    return parity, quantized, index, validate_stage(cfg, out)["kt"]
-
-
 @pytest.fixture(scope="module")
 def faceptor_run(tmp_path_factory):
-    from ktedge.model.train import train
-
-    out = tmp_path_factory.mktemp("faceptor")
-    cfg = load_config(overrides=[FACEPTOR_CFG])
-    return out, cfg, train(cfg, out)
+    return _trained(tmp_path_factory, "faceptor", FACEPTOR_CFG)
 
 
 def test_faceptor_learns_its_tasks_in_one_pass_beside_a_baseline_of_the_same_size(faceptor_run):
@@ -286,11 +280,7 @@ def test_faceptor_deploys_four_outputs_and_validates_each_task_in_executorch_and
 
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory):
-    from ktedge.model.train import train
-
-    out = tmp_path_factory.mktemp("transfer")
-    cfg = load_config(overrides=[TRANSFER_CFG])
-    return out, cfg, train(cfg, out)
+    return _trained(tmp_path_factory, "transfer", TRANSFER_CFG)
 
 
 def test_transfer_distils_the_teachers_code_into_a_small_student_that_beats_chance(transfer_run):
