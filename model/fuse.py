@@ -194,12 +194,12 @@ class DeployModel(nn.Module):
 
 
 class FoldedBackbone(nn.Module):
-    """A system's deploy graph (model/systems): a copy of its encoder's backbone with the input
-    normalisation folded in. Raw RGB 0..255 (B, 3, S, S) -> the backbone's output(s)."""
+    """A system's deploy graph (model/systems): a copy of its encoder's backbone with BatchNorm
+    and the input normalisation folded in. Raw RGB 0..255 (B, 3, S, S) -> the backbone's output(s)."""
 
     def __init__(self, encoder: Encoder):
         super().__init__()
-        self.backbone = fold_input_norm(copy.deepcopy(encoder).eval())
+        self.backbone = fold_input_norm(fold_batchnorm(copy.deepcopy(encoder).eval()))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.backbone(image)

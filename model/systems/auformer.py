@@ -94,7 +94,7 @@ class AUFormer(nn.Module):
 
 
 def deploy_auformer(model: AUFormer) -> nn.Module:
-    """Input normalisation folded into the ViT's patch convolution: raw RGB 0..255 -> (B, U) logits."""
+    """BatchNorm and input normalisation folded into the ViT's stem: raw RGB 0..255 -> (B, U) logits."""
     from ktedge.model.fuse import FoldedBackbone
 
     return FoldedBackbone(model.encoder).eval()

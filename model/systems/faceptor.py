@@ -156,7 +156,7 @@ class FaceptorLoss(nn.Module):
 
 
 def deploy_faceptor(model: Faceptor) -> nn.Module:
-    """Input normalisation folded into the patch convolution: raw RGB 0..255 -> the four outputs."""
+    """BatchNorm and input normalisation folded into the ViT's stem: raw RGB 0..255 -> the four outputs."""
     from ktedge.model.fuse import FoldedBackbone
 
     return FoldedBackbone(model.encoder).eval()

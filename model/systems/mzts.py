@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ktedge.model.attention import MultiHeadAttention, TransformerBlock
+from ktedge.model.backbones.vit import ConvStem
 from ktedge.model.encoders import Encoder
 
 ZONES = 3
@@ -37,7 +38,7 @@ class MZTSBackbone(nn.Module):
     def __init__(self, width: int, image_size: int, n_out: int, heads: int = 4, patch: int = 8):
         super().__init__()
         n = (image_size // patch) ** 2
-        self.patch = nn.Conv2d(3, width, patch, patch)
+        self.patch = ConvStem(width, patch)  # the ViT's token embedding
         self.pos = nn.Parameter(torch.randn(1, n, width) * 0.02)
         self.cls = nn.Parameter(torch.randn(ZONES, width) * 0.02)  # one class token per zone
         self.exchange = nn.ModuleList(ZoneExchange(width, heads) for _ in range(ZONES - 1))
@@ -85,7 +86,7 @@ class MZTS(nn.Module):
 
 
 def deploy_mzts(model: MZTS) -> nn.Module:
-    """The fused graph: input normalisation folded into the patch convolution, the earlier zones'
+    """The fused graph: BatchNorm and input normalisation folded into the stem, the earlier zones'
     heads dropped (their class tokens still feed the exchange). Raw RGB 0..255 -> (B, A) logits."""
     from ktedge.model.fuse import FoldedBackbone
 
