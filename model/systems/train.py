@@ -2,6 +2,8 @@
 plain baseline of the same size (the same backbone depth and width, a linear head, the plain loss)."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,7 +52,7 @@ def train_mzts(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
 
 def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     """The ViT is pre-trained on landmarks and frozen; then the experts + head train with MDWA.
-    Baseline: the same frozen ViT, a linear head on its pooled tokens, plain BCE."""
+    Baseline of the same size: the same frozen ViT, experts and head trained with plain BCE."""
     from ktedge.model.encoders import freeze
     from ktedge.model.losses import MDWALoss
     from ktedge.model.train import _predict, fit, train_encoder
@@ -58,39 +60,29 @@ def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     task = TASKS["action_units"]
     model = build(cfg)
     vit = model.encoder.backbone.vit
-    pretrained = Encoder(vit)  # shares the ViT: trained on the landmark task, then frozen
-    _, pre = train_encoder(pretrained, "landmarks", cfg.train.prior_epochs, cfg, train, val, bar,
+    _, pre = train_encoder(Encoder(vit), "landmarks", cfg.train.prior_epochs, cfg, train, val, bar,
                            "AUFormer's ViT, pre-trained on landmarks")
     freeze(vit)
+    plain = copy.deepcopy(model)  # the same frozen ViT and freshly initialised experts
     y_tr, y_val = train.targets["action_units"], val.targets["action_units"]
-    mdwa = MDWALoss(y_tr.mean(0))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    def val_loss() -> float:
-        with torch.no_grad():
-            return mdwa(_predict(model, val.images), y_val).item()
-
-    record = fit(trainable, [model], lambda idx: mdwa(model(train.images[idx]), y_tr[idx]), val_loss,
-                 len(train.images), cfg.train.canonical_epochs, cfg.train, bar, "AUFormer experts + head (MDWA)", cfg.seed)
-    freeze(vit)  # fit() puts modules back in train mode; the ViT stays frozen and in eval
-    model.eval()
-    record[task.metric_name] = task.metric(_predict(model, val.images).numpy(), y_val.numpy())
-    # Baseline on the same frozen features.
-    e_tr, e_val = _predict(pretrained, train.images), _predict(pretrained, val.images)
-    head = nn.Linear(vit.dim, y_tr.shape[1])
-    base = fit(list(head.parameters()), [head],
-               lambda idx: F.binary_cross_entropy_with_logits(head(e_tr[idx]), y_tr[idx]),
-               lambda: F.binary_cross_entropy_with_logits(_predict(head, e_val), y_val).item(),
-               len(e_tr), cfg.train.canonical_epochs, cfg.train, bar, "baseline: frozen ViT + linear head, BCE", cfg.seed)
-    base[task.metric_name] = task.metric(_predict(head, e_val).numpy(), y_val.numpy())
-    body = {"system": "auformer", "metric": task.metric_name, "lower_is_better": task.lower_is_better,
-            "system_model": {task.metric_name: record[task.metric_name]},
-            "baseline": {task.metric_name: base[task.metric_name]},
-            "heads": {"vit:landmarks": pre, "auformer:action_units": record, "baseline:action_units": base},
+    heads = {"vit:landmarks": pre}
+    for key, m, loss_fn, desc in (
+            ("auformer:action_units", model, MDWALoss(y_tr.mean(0)), "AUFormer experts + head (MDWA)"),
+            ("baseline:action_units", plain, F.binary_cross_entropy_with_logits, "baseline: the same experts + head, BCE")):
+        heads[key] = fit([p for p in m.parameters() if p.requires_grad], [m],
+                         lambda idx, m=m, f=loss_fn: f(m(train.images[idx]), y_tr[idx]),
+                         lambda m=m, f=loss_fn: f(_predict(m, val.images), y_val).item(),
+                         len(train.images), cfg.train.canonical_epochs, cfg.train, bar, desc, cfg.seed)
+        freeze(m.encoder.backbone.vit)  # fit() puts modules back in train mode; the ViT stays frozen and in eval
+        m.eval()
+        heads[key][task.metric_name] = task.metric(_predict(m, val.images).numpy(), y_val.numpy())
+    name = task.metric_name
+    body = {"system": "auformer", "metric": name, "lower_is_better": task.lower_is_better,
+            "system_model": {name: heads["auformer:action_units"][name]},
+            "baseline": {name: heads["baseline:action_units"][name]}, "heads": heads,
             "params": {"trainable": count_params(model, trainable_only=True), "total": count_params(model),
-                       "baseline_trainable": count_params(head)}}
+                       "baseline_trainable": count_params(plain, trainable_only=True)}}
     return model, body
-
 
 
 def train_faceptor(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
