@@ -94,6 +94,27 @@ def _pipeline(out, cfg) -> tuple[dict, dict, dict, dict]:
     return parity, quantized, index, validate_stage(cfg, out)["kt"]
 
 
+def _losses_fall(metrics: dict, *keys: str) -> None:
+    for key in keys:
+        rec = metrics["heads"][key]
+        assert rec["held_out_loss_after"] < rec["held_out_loss_before"], key
+
+
+def _deploys_one_output(run: tuple, model: str, kind: str) -> dict:
+    """fuse -> quantize -> export -> validate of a single-output system: every gate passes, both
+    artifacts export with the task's manifest and validate in their runtimes. -> parity.json"""
+    out, cfg, _ = run
+    parity, quantized, index, validation = _pipeline(out, cfg)
+    assert parity["passed"] and all(r["passed"] for r in quantized.values()), quantized
+    assert {a["name"] for a in index["artifacts"] if a["ok"]} == ARTIFACTS
+    manifest = json.loads((out / "export" / "tflite-int8" / "manifest.json").read_text())
+    assert manifest["model"] == model and manifest["outputs"][0]["kind"] == kind
+    for name in sorted(ARTIFACTS):
+        row = validation["artifacts"][name]
+        assert row["validated"] and row["passed"], (name, row)
+    return parity
+
+
 @pytest.fixture(scope="module")
 def mzts_run(tmp_path_factory):
     return _trained(tmp_path_factory, "mzts", MZTS_CFG)
@@ -101,8 +122,7 @@ def mzts_run(tmp_path_factory):
 
 def test_mzts_trains_its_loss_falls_and_reports_every_zone_beside_a_baseline(mzts_run):
     _, _, metrics = mzts_run
-    rec = metrics["heads"]["mzts:attributes"]
-    assert rec["held_out_loss_after"] < rec["held_out_loss_before"]
+    _losses_fall(metrics, "mzts:attributes")
     assert metrics["baseline"]["mean_accuracy"] > 0 and len(metrics["per_zone"]) == ZONES
     assert 0 < metrics["params"]["trainable"] <= metrics["params"]["total"]
 
@@ -114,16 +134,8 @@ def test_mzts_beats_the_majority_answer(mzts_run):
 
 
 def test_mzts_passes_fuse_quantize_export_and_validates_in_executorch_and_litert(mzts_run):
-    out, cfg, _ = mzts_run
-    parity, quantized, index, validation = _pipeline(out, cfg)
-    assert parity["passed"] and parity["params"]["deploy_graph"] < parity["params"]["trained_model"]  # heads dropped
-    assert all(r["passed"] for r in quantized.values())
-    assert {a["name"] for a in index["artifacts"] if a["ok"]} == ARTIFACTS
-    manifest = json.loads((out / "export" / "tflite-int8" / "manifest.json").read_text())
-    assert manifest["model"] == "mzts-attributes" and manifest["outputs"][0]["kind"] == "multilabel_logits"
-    rows = validation["artifacts"]
-    for name in sorted(ARTIFACTS):
-        assert rows[name]["validated"] and rows[name]["passed"], (name, rows[name])
+    parity = _deploys_one_output(mzts_run, "mzts-attributes", "multilabel_logits")
+    assert parity["params"]["deploy_graph"] < parity["params"]["trained_model"]  # heads dropped
 
 
 def test_auformer_experts_are_grouped_per_action_unit_and_start_as_the_frozen_vit():
@@ -169,10 +181,8 @@ def auformer_run(tmp_path_factory):
 
 
 def test_auformer_trains_only_its_experts_and_mdwa_beats_bce_of_the_same_size(auformer_run):
-    _, cfg, metrics = auformer_run
-    for key in ("vit:landmarks", "auformer:action_units", "baseline:action_units"):
-        rec = metrics["heads"][key]
-        assert rec["held_out_loss_after"] < rec["held_out_loss_before"], key
+    _, _, metrics = auformer_run
+    _losses_fall(metrics, "vit:landmarks", "auformer:action_units", "baseline:action_units")
     # MDWA against BCE on the same frozen ViT and experts: its asymmetric, rate-weighted terms keep
     # the rare units from collapsing to "never active".
     assert metrics["system_model"]["mean_f1"] > metrics["baseline"]["mean_f1"] + 5, metrics
@@ -187,15 +197,7 @@ def test_auformer_beats_a_guess_at_each_units_rate(auformer_run):
 
 
 def test_auformer_passes_fuse_quantize_export_and_validates_in_executorch_and_litert(auformer_run):
-    out, cfg, _ = auformer_run
-    parity, quantized, index, validation = _pipeline(out, cfg)
-    assert parity["passed"] and all(r["passed"] for r in quantized.values()), quantized
-    assert {a["name"] for a in index["artifacts"] if a["ok"]} == ARTIFACTS
-    manifest = json.loads((out / "export" / "tflite-int8" / "manifest.json").read_text())
-    assert manifest["model"] == "auformer-action_units" and manifest["outputs"][0]["kind"] == "multilabel_logits"
-    for name in sorted(ARTIFACTS):
-        row = validation["artifacts"][name]
-        assert row["validated"] and row["passed"], (name, row)
+    _deploys_one_output(auformer_run, "auformer-action_units", "multilabel_logits")
 
 
 def test_faceptor_layer_attention_reads_every_encoder_layer_through_its_own_projection():
@@ -325,9 +327,7 @@ def transfer_run(tmp_path_factory):
 
 def test_transfer_distils_the_teachers_code_into_a_small_student_that_beats_chance(transfer_run):
     _, cfg, metrics = transfer_run
-    for key in ("autoencoder", "student", "student_head:age"):
-        rec = metrics["heads"][key]
-        assert rec["held_out_loss_after"] < rec["held_out_loss_before"], key
+    _losses_fall(metrics, "autoencoder", "student", "student_head:age")
     chance = chance_levels(cfg)["mae"]
     assert metrics["system_model"]["mae"] < 0.9 * chance and metrics["teachers"]["mae"] < 0.9 * chance, (
         metrics["system_model"], metrics["teachers"], chance)
@@ -336,10 +336,5 @@ def test_transfer_distils_the_teachers_code_into_a_small_student_that_beats_chan
 
 
 def test_transfer_deploys_the_student_alone_and_validates_in_executorch_and_litert(transfer_run):
-    out, cfg, metrics = transfer_run
-    parity, _, index, validation = _pipeline(out, cfg)
-    assert parity["passed"] and parity["params"]["deploy_graph"] <= metrics["params"]["student"]
-    assert {a["name"] for a in index["artifacts"] if a["ok"]} == ARTIFACTS
-    for name in sorted(ARTIFACTS):
-        row = validation["artifacts"][name]
-        assert row["validated"] and row["passed"], (name, row)
+    parity = _deploys_one_output(transfer_run, "transfer-age", "value")
+    assert parity["params"]["deploy_graph"] <= transfer_run[2]["params"]["student"]

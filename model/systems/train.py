@@ -1,5 +1,6 @@
 """Training of the systems other than the KT model: the system on its task and, beside it, a
-plain baseline of the same size (the same backbone depth and width, a linear head, the plain loss)."""
+plain baseline of the same size (e.g. the same backbone with a plain head, or the same model
+with the plain loss)."""
 from __future__ import annotations
 
 import copy
