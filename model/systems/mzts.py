@@ -2,7 +2,8 @@
 grouped in zones. Each zone prepends its own class token, which first attends to the previous
 zones' class tokens (the zones exchange what they found), runs the zone's blocks over
 [class token; patch tokens] and reads attributes out of its class token. Training: BCE on every
-zone's head, plus the last zone's (detached) logits distilled into each earlier zone's (MSE).
+zone's head, plus the last zone's (detached) probabilities distilled into each earlier zone's (the
+Bernoulli KL, as BCE against soft targets).
 Inference uses the last zone's head only; the fuse stage drops the others."""
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ from ktedge.model.encoders import Encoder
 
 ZONES = 3
 BLOCKS_PER_ZONE = 1  # 3 zones x 1 block: a phone-sized ViT (the baseline has the same 3 blocks)
-DISTILL_WEIGHT = 1.0
+# Measured on the default data (3000 faces, 12 epochs; last zone's mean attribute accuracy): MSE on
+# logits at weight 1 collapsed every zone to the majority answer (73.3 %: its gradient, unbounded,
+# pulls the shared tokens towards image-independent logits); no distillation 86.0 %; KL at weight 1
+# 83.0 %, at 0.3 88.0 %.
+DISTILL_WEIGHT = 0.3
 
 
 class ZoneExchange(nn.Module):
@@ -97,8 +102,9 @@ def deploy_mzts(model: MZTS) -> nn.Module:
 
 
 def mzts_loss(zone_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """BCE on every zone's head + the last zone's detached logits distilled into the earlier ones."""
-    last = zone_logits[-1].detach()
+    """BCE on every zone's head + the last zone's detached probabilities distilled into the earlier
+    ones (BCE against soft targets = the KL between Bernoullis plus a constant: a bounded gradient)."""
+    last = torch.sigmoid(zone_logits[-1].detach())
     bce = sum(F.binary_cross_entropy_with_logits(z, labels) for z in zone_logits)
-    distill = sum(F.mse_loss(z, last) for z in zone_logits[:-1])
+    distill = sum(F.binary_cross_entropy_with_logits(z, last) for z in zone_logits[:-1])
     return bce + DISTILL_WEIGHT * distill
