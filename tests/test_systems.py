@@ -8,7 +8,7 @@ import torch
 
 from ktedge.config import load_config
 from ktedge.errors import KtedgeError
-from ktedge.model.systems.mzts import BLOCKS_PER_ZONE, MZTS, ZONES, deploy_mzts, mzts_loss
+from ktedge.model.systems.mzts import BLOCKS_PER_ZONE, DISTILL_WEIGHT, MZTS, ZONES, deploy_mzts, mzts_loss
 from tests.conftest import TINY
 
 # Quantize, export and validate settings of the systems' pipeline tests, kept to what CI can afford:
@@ -18,7 +18,9 @@ from tests.conftest import TINY
 PIPELINE = {"quantize": {"backends": ["tflite"], "calibration_faces": 32, "eval_faces": 100, "max_float_layers": 0},
             "export": {"formats": ["executorch", "tflite"], "only": ["executorch-fp32", "tflite-int8"], "onet": False}}
 ARTIFACTS = {"executorch-fp32", "tflite-int8"}
-MZTS_CFG = {**TINY, **PIPELINE, "train": {**TINY["train"], "canonical_epochs": 6},
+# MZTS: on 480 faces / 6 epochs neither MZTS nor its baseline leave the majority answer; 960 / 16
+# (~40 s) puts MZTS ~4 points above it.
+MZTS_CFG = {**TINY, **PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {**TINY["train"], "canonical_epochs": 16},
             "model": {"system": "mzts", "canonical": {"task": "attributes", "backbone": "vit", "width": 32}}}
 FACEPTOR_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {"canonical_epochs": 15, "batch_size": 32},
                 "model": {"system": "faceptor", "canonical": {"task": "landmarks", "backbone": "vit", "width": 16}}}
@@ -49,6 +51,15 @@ def test_mzts_zones_exchange_class_tokens_and_distil_from_the_last_zone():
     model.zero_grad()
     torch.nn.functional.binary_cross_entropy_with_logits(model.zone_logits(images)[-1], labels).backward()
     torch.testing.assert_close(model.encoder.backbone.heads[-1][1].weight.grad, last_head)
+    # Hand-computed: earlier zones at logit 0, the last at 2, label 1. BCE(0, any target) = log 2,
+    # so loss = 2 log 2 + log(1 + e^-2) + w * 2 log 2; the pull on an earlier logit is
+    # w * (sigmoid(0) - sigmoid(2)) (bounded: a probability gap, not a logit gap).
+    early = [torch.zeros(1, 1, requires_grad=True) for _ in range(ZONES - 1)]
+    loss = mzts_loss([*early, torch.full((1, 1), 2.0)], torch.ones(1, 1))
+    w, log2 = DISTILL_WEIGHT, np.log(2)
+    assert loss.item() == pytest.approx((ZONES - 1) * log2 + np.log1p(np.exp(-2)) + w * (ZONES - 1) * log2, rel=1e-6)
+    loss.backward()
+    assert early[0].grad.item() == pytest.approx(0.5 - 1 + w * (0.5 - 1 / (1 + np.exp(-2))), rel=1e-6)
     # A later zone's class token sees the earlier ones: changing zone 0's token changes zone 1.
     with torch.no_grad():
         before = model.zone_logits(images)[1]
@@ -120,17 +131,15 @@ def mzts_run(tmp_path_factory):
     return _trained(tmp_path_factory, "mzts", MZTS_CFG)
 
 
-def test_mzts_trains_its_loss_falls_and_reports_every_zone_beside_a_baseline(mzts_run):
-    _, _, metrics = mzts_run
-    _losses_fall(metrics, "mzts:attributes")
-    assert metrics["baseline"]["mean_accuracy"] > 0 and len(metrics["per_zone"]) == ZONES
-    assert 0 < metrics["params"]["trainable"] <= metrics["params"]["total"]
-
-
-@pytest.mark.xfail(strict=True, reason="known gap: MZTS's class-token read-out stays at the majority answer on this data")
-def test_mzts_beats_the_majority_answer(mzts_run):
+def test_mzts_trains_its_loss_falls_and_beats_the_majority_answer_in_every_zone(mzts_run):
     _, cfg, metrics = mzts_run
-    assert metrics["system_model"]["mean_accuracy"] > chance_levels(cfg)["mean_accuracy"] + 2
+    _losses_fall(metrics, "mzts:attributes")
+    majority = chance_levels(cfg)["mean_accuracy"]
+    assert metrics["system_model"]["mean_accuracy"] > majority + 2
+    # The shallower zones, taught by the last one, read attributes too (their heads are dropped at deploy).
+    assert len(metrics["per_zone"]) == ZONES and all(z["mean_accuracy"] > majority + 1 for z in metrics["per_zone"])
+    assert metrics["baseline"]["mean_accuracy"] > 0
+    assert 0 < metrics["params"]["trainable"] <= metrics["params"]["total"]
 
 
 def test_mzts_passes_fuse_quantize_export_and_validates_in_executorch_and_litert(mzts_run):
@@ -190,7 +199,10 @@ def test_auformer_trains_only_its_experts_and_mdwa_beats_bce_of_the_same_size(au
     assert p["trainable"] == p["baseline_trainable"] and p["trainable"] < 0.7 * p["total"]  # parameter-efficient
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: AUFormer's experts do not yet beat a guess at each unit's rate")
+# On the default data (3000 faces, 12 epochs) the experts beat the rate guess (39.9 vs 30.4 mean F1,
+# README); at CI size the ViT's landmark pre-training stays near the mean shape (NME ~20) and the
+# experts on it at the guess.
+@pytest.mark.xfail(strict=True, reason="known gap at CI size: AUFormer's experts do not beat a guess at each unit's rate")
 def test_auformer_beats_a_guess_at_each_units_rate(auformer_run):
     _, cfg, metrics = auformer_run
     assert metrics["system_model"]["mean_f1"] > chance_levels(cfg)["mean_f1"] + 2
