@@ -12,7 +12,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	-@$(MAKE) --no-print-directory android-core-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # The Android app's core module compiles and runs its tests on the desktop JVM with Debian's
 # Kotlin, JUnit and Gson (tests/test_android_core.py; skipped outside CI when these are missing).

@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import pytest
@@ -46,3 +47,20 @@ def exported(tiny_run, tmp_path_factory):
     index = export_stage(cfg, out)
     validation = validate_stage(cfg, out)
     return out, cfg, index, validation
+
+
+# `make test` runs two pytest workers (-n 2 --dist loadgroup): the systems' own trainings on one,
+# everything else on the other, where the session fixtures above (a trained and exported tiny run)
+# are built once and shared. A worker uses one thread, and so do the `ktedge` processes it starts:
+# two workers of two threads each would fight over this machine's two cores.
+def pytest_collection_modifyitems(items):
+    for item in items:
+        group = "systems" if item.path.name == "test_systems.py" else "pipeline"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
