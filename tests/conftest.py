@@ -51,8 +51,8 @@ def exported(tiny_run, tmp_path_factory):
 
 # `make test` runs two pytest workers (-n 2 --dist loadgroup): the systems' own trainings on one,
 # everything else on the other, where the session fixtures above (a trained and exported tiny run)
-# are built once and shared. A worker uses one thread, and so do the `ktedge` processes it starts:
-# two workers of two threads each would fight over this machine's two cores.
+# are built once and shared. A worker uses one thread, and so do the `ktedge` processes it starts
+# (two threads per worker, OpenMP waiting passively, was no faster on this 2-core machine).
 def pytest_collection_modifyitems(items):
     for item in items:
         group = "systems" if item.path.name == "test_systems.py" else "pipeline"
