@@ -24,7 +24,9 @@ MZTS_CFG = {**TINY, **PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train":
             "model": {"system": "mzts", "canonical": {"task": "attributes", "backbone": "vit", "width": 32}}}
 FACEPTOR_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {"canonical_epochs": 15, "batch_size": 32},
                 "model": {"system": "faceptor", "canonical": {"task": "landmarks", "backbone": "vit", "width": 16}}}
-AUFORMER_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {**TINY["train"], "canonical_epochs": 8},
+# AUFormer: the ViT's landmark pre-training is quick (~1 s an epoch) and needs ~30 epochs on 960
+# faces to leave the mean shape (NME 20 after 8, 10.5 after 30); the experts train the adapter epochs.
+AUFORMER_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {**TINY["train"], "canonical_epochs": 30},
                 "model": {"system": "auformer", "canonical": {"task": "action_units", "backbone": "vit", "width": 32}}}
 # Teachers: the real O-Net and two small ResNets trained on age and attributes; the student: a
 # small MobileNet distilled to their common code, with an age head on it (on 480 faces the code's
@@ -199,10 +201,6 @@ def test_auformer_trains_only_its_experts_and_mdwa_beats_bce_of_the_same_size(au
     assert p["trainable"] == p["baseline_trainable"] and p["trainable"] < 0.7 * p["total"]  # parameter-efficient
 
 
-# On the default data (3000 faces, 12 epochs) the experts beat the rate guess (39.9 vs 30.4 mean F1,
-# README); at CI size the ViT's landmark pre-training stays near the mean shape (NME ~20) and the
-# experts on it at the guess.
-@pytest.mark.xfail(strict=True, reason="known gap at CI size: AUFormer's experts do not beat a guess at each unit's rate")
 def test_auformer_beats_a_guess_at_each_units_rate(auformer_run):
     _, cfg, metrics = auformer_run
     assert metrics["system_model"]["mean_f1"] > chance_levels(cfg)["mean_f1"] + 2

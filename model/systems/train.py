@@ -4,6 +4,7 @@ with the plain loss)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from ktedge.model.backbones.vit import ViT
 from ktedge.model.encoders import Encoder
 from ktedge.model.fuse import count_params
 from ktedge.model.systems import build
+from ktedge.model.systems.auformer import EXPERT_LR_SCALE
 from ktedge.model.systems.mzts import BLOCKS_PER_ZONE, ZONES, mzts_loss
 from ktedge.model.tasks import TASKS
 
@@ -52,7 +54,8 @@ def train_mzts(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
 
 
 def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
-    """The ViT is pre-trained on landmarks and frozen; then the experts + head train with MDWA.
+    """The ViT is pre-trained on landmarks (canonical epochs) and frozen; then the experts + head,
+    the adapter of this system, train with MDWA (adapter epochs, at EXPERT_LR_SCALE x the lr).
     Baseline of the same size: the same frozen ViT, experts and head trained with plain BCE."""
     from ktedge.model.encoders import freeze
     from ktedge.model.losses import MDWALoss
@@ -68,6 +71,7 @@ def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     freeze(vit)
     plain = copy.deepcopy(model)  # the same frozen ViT and freshly initialised experts
     y_tr, y_val = train.targets["action_units"], val.targets["action_units"]
+    experts_tc = dataclasses.replace(cfg.train, lr=cfg.train.lr * EXPERT_LR_SCALE)
     heads = {"vit:landmarks": pre}
     for key, m, loss_fn, desc in (
             ("auformer:action_units", model, MDWALoss(y_tr.mean(0)), "AUFormer experts + head (MDWA)"),
@@ -75,7 +79,7 @@ def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
         heads[key] = fit([p for p in m.parameters() if p.requires_grad], [m],
                          lambda idx, m=m, f=loss_fn: f(m(train.images[idx]), y_tr[idx]),
                          lambda m=m, f=loss_fn: f(_predict(m, val.images), y_val).item(),
-                         len(train.images), cfg.train.canonical_epochs, cfg.train, bar, desc, cfg.seed)
+                         len(train.images), cfg.train.adapter_epochs, experts_tc, bar, desc, cfg.seed)
         freeze(m.encoder.backbone.vit)  # fit() puts modules back in train mode; the ViT stays frozen and in eval
         m.eval()
         heads[key][task.metric_name] = task.metric(_predict(m, val.images).numpy(), y_val.numpy())
