@@ -25,8 +25,10 @@ MZTS_CFG = {**TINY, **PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train":
 FACEPTOR_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {"canonical_epochs": 15, "batch_size": 32},
                 "model": {"system": "faceptor", "canonical": {"task": "landmarks", "backbone": "vit", "width": 16}}}
 # AUFormer: the ViT's landmark pre-training is quick (~1 s an epoch) and needs ~30 epochs on 960
-# faces to leave the mean shape (NME 20 after 8, 10.5 after 30); the experts train the adapter epochs.
-AUFORMER_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {**TINY["train"], "canonical_epochs": 30},
+# faces to leave the mean shape (NME 20 after 8, 10.5 after 30); then the experts train the adapter
+# epochs (~4 s each): after 8 they stay near the rate guess (31.4 vs 30.8), after 16 37.5.
+AUFORMER_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240},
+                "train": {**TINY["train"], "canonical_epochs": 30, "adapter_epochs": 16},
                 "model": {"system": "auformer", "canonical": {"task": "action_units", "backbone": "vit", "width": 32}}}
 # Teachers: the real O-Net and two small ResNets trained on age and attributes; the student: a
 # small MobileNet distilled to their common code, with an age head on it (on 480 faces the code's
@@ -195,8 +197,8 @@ def test_auformer_trains_only_its_experts_and_mdwa_beats_bce_of_the_same_size(au
     _, _, metrics = auformer_run
     _losses_fall(metrics, "vit:landmarks", "auformer:action_units", "baseline:action_units")
     # MDWA against BCE on the same frozen ViT and experts: its asymmetric, rate-weighted terms keep
-    # the rare units from collapsing to "never active".
-    assert metrics["system_model"]["mean_f1"] > metrics["baseline"]["mean_f1"] + 5, metrics
+    # the rare units from collapsing to "never active" (measured 37.5 vs 32.3).
+    assert metrics["system_model"]["mean_f1"] > metrics["baseline"]["mean_f1"] + 3, metrics
     p = metrics["params"]
     assert p["trainable"] == p["baseline_trainable"] and p["trainable"] < 0.7 * p["total"]  # parameter-efficient
 
