@@ -53,6 +53,7 @@ def exported(tiny_run, tmp_path_factory):
 # everything else on the other, where the session fixtures above (a trained and exported tiny run)
 # are built once and shared. A worker uses one thread, and so do the `ktedge` processes it starts
 # (two threads per worker, OpenMP waiting passively, was no faster on this 2-core machine).
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     for item in items:
         group = "systems" if item.path.name == "test_systems.py" else "pipeline"
