@@ -9,11 +9,11 @@ from torch import fx
 LAYER_OPS = ("aten.conv2d", "aten.linear")
 ACTIVATIONS = ("aten.relu", "aten.hardtanh", "aten.clamp")
 QUANTIZE, DEQUANTIZE = "quantized_decomposed.quantize_per_tensor", "quantized_decomposed.dequantize_per_tensor"
+SQNR_CEILING_DB = 60.0  # what an exact (float) layer reports instead of an infinite SQNR
 
 
 def _is(node: fx.Node, prefixes) -> bool:
     return node.op == "call_function" and str(node.target).startswith(prefixes)
-SQNR_CEILING_DB = 60.0
 
 
 def layer_name(node: fx.Node) -> str | None:
