@@ -51,13 +51,21 @@ def exported(tiny_run, tmp_path_factory):
 
 # `make test` runs two pytest workers (-n 2 --dist loadgroup): the systems' own trainings on one,
 # everything else on the other, where the session fixtures above (a trained and exported tiny run)
-# are built once and shared. A worker uses one thread, and so do the `ktedge` processes it starts
-# (two threads per worker, OpenMP waiting passively, was no faster on this 2-core machine).
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
-def pytest_collection_modifyitems(items):
-    for item in items:
-        group = "systems" if item.path.name == "test_systems.py" else "pipeline"
-        item.add_marker(pytest.mark.xdist_group(group))
+# are built once and shared. The two groups are given to xdist's scheduler directly: xdist_group
+# marks reach it by a suffix xdist writes into the test ids, which pytest 9.2's structured ids
+# silently drop (pytest-xdist#1386), and each worker then built the exported run and the systems'
+# fixtures again. A worker uses one thread, and so do the `ktedge` processes it starts.
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SystemsApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "systems" if nodeid.startswith("tests/test_systems.py") else "pipeline"
+
+    return SystemsApart(config, log)
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
