@@ -22,7 +22,8 @@ ARTIFACTS = {"executorch-fp32", "tflite-int8"}
 # (~40 s) puts MZTS ~4 points above it.
 MZTS_CFG = {**TINY, **PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {**TINY["train"], "canonical_epochs": 16},
             "model": {"system": "mzts", "canonical": {"task": "attributes", "backbone": "vit", "width": 32}}}
-FACEPTOR_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {"canonical_epochs": 15, "batch_size": 32},
+# Faceptor: 10 epochs on 960 faces take its age MAE to 9.8 against the median age's 16.2.
+FACEPTOR_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {"canonical_epochs": 10, "batch_size": 32},
                 "model": {"system": "faceptor", "canonical": {"task": "landmarks", "backbone": "vit", "width": 16}}}
 # AUFormer: the ViT's landmark pre-training is quick (~1 s an epoch) and needs ~30 epochs on 960
 # faces to leave the mean shape (NME 20 after 8, 10.5 after 30); then the experts train the adapter
@@ -303,7 +304,7 @@ def test_faceptor_learns_its_tasks_in_one_pass_beside_a_baseline_of_the_same_siz
     rec = metrics["heads"]["faceptor"]
     assert rec["held_out_loss_after"] < 0.8 * rec["held_out_loss_before"]
     assert set(metrics["system_model"]) == set(metrics["baseline"]) == {"nme", "mae", "mean_accuracy", "accuracy"}
-    # On this little data (960 faces, 15 epochs) age is the task Faceptor learns first: its MAE
+    # On this little data (960 faces, 10 epochs) age is the task Faceptor learns first: its MAE
     # must beat the median-age answer clearly (the other tasks are reported, see the README).
     chance = chance_levels(cfg)
     assert metrics["system_model"]["mae"] < 0.8 * chance["mae"], (metrics["system_model"], chance)
