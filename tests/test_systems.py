@@ -351,3 +351,19 @@ def test_transfer_distils_the_teachers_code_into_a_small_student_that_beats_chan
 def test_transfer_deploys_the_student_alone_and_validates_in_executorch_and_litert(transfer_run):
     parity = _deploys_one_output(transfer_run, "transfer-age", "value")
     assert parity["params"]["deploy_graph"] <= transfer_run[2]["params"]["student"]
+
+
+def test_a_vit_systems_fused_graph_converts_to_core_ml():
+    """The fuse stage writes a ViT's LayerNorms out as Linear means; coremltools 9's fuse_linear_bias
+    pass crashed on the mean of squares + eps (a one-output Linear, then a scalar add)."""
+    import coremltools as ct
+
+    from ktedge.export.coreml_format import _convert
+    from ktedge.model.fuse import write_out_layer_norms
+    from ktedge.model.systems.faceptor import Faceptor, deploy_faceptor
+
+    torch.manual_seed(0)
+    deploy = write_out_layer_norms(deploy_faceptor(Faceptor(width=16, image_size=64).eval()))
+    program = torch.export.export(deploy, (torch.rand(1, 3, 64, 64) * 255,))
+    model = _convert(program, ct.precision.FLOAT32)
+    assert len(model.get_spec().description.output) == 4  # landmarks, age, attributes, expression
