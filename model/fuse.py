@@ -232,6 +232,12 @@ def fuse_canonical_alone(model: KTModel) -> DeployModel:
 # The other systems' own fuse (model/systems): checkpoint model -> deploy module.
 DEPLOY = {"mzts": deploy_mzts, "auformer": deploy_auformer, "faceptor": deploy_faceptor, "transfer": deploy_transfer}
 
+
+def deploy_module(model: nn.Module, system: str) -> nn.Module:
+    """What a trained model deploys as: the KT model fused, another system's own deploy module
+    with its LayerNorms written out."""
+    return fuse(model) if isinstance(model, KTModel) else write_out_layer_norms(DEPLOY[system](model))
+
 PARITY_TOLERANCE = 1e-4
 PARITY_FACES = 128
 
@@ -257,7 +263,7 @@ def fuse_stage(out: str | Path) -> dict:
     ckpt = out / "train" / "checkpoint.pt"
     verify_record(ckpt, out / "train" / "metrics.json", "checkpoint_sha256", f"re-run `ktedge train --out {out}`")
     model, cfg = load_checkpoint(ckpt)
-    deploy = fuse(model) if isinstance(model, KTModel) else write_out_layer_norms(DEPLOY[cfg.model.system](model))
+    deploy = deploy_module(model, cfg.model.system)
     faces = generate_faces(PARITY_FACES, split_seed(cfg.seed, "val"), cfg.data.image_size, cfg.data.n_identities)
     x = faces.tensors()["image"]
     example = x[:2].clone()  # a view would carry the whole batch into the archive

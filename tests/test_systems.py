@@ -359,11 +359,11 @@ def test_a_vit_systems_fused_graph_converts_to_core_ml():
     import coremltools as ct
 
     from ktedge.export.coreml_format import _convert
-    from ktedge.model.fuse import write_out_layer_norms
-    from ktedge.model.systems.faceptor import Faceptor, deploy_faceptor
+    from ktedge.model.fuse import deploy_module
+    from ktedge.model.systems.faceptor import Faceptor
 
     torch.manual_seed(0)
-    deploy = write_out_layer_norms(deploy_faceptor(Faceptor(width=16, image_size=64).eval()))
+    deploy = deploy_module(Faceptor(width=16, image_size=64).eval(), "faceptor")  # as the fuse stage builds it
     program = torch.export.export(deploy, (torch.rand(1, 3, 64, 64) * 255,))
     model = _convert(program, ct.precision.FLOAT32)
     assert len(model.get_spec().description.output) == 4  # landmarks, age, attributes, expression
