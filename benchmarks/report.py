@@ -148,6 +148,11 @@ def system_table(train: dict) -> str:
     return _md_table(["model", *names], [[label, *(_f(m[n]) for n in names)] for label, m in rows])
 
 
+def faces_in_words(train: dict) -> str:
+    data = train.get("data") or {"format": "synthetic"}
+    return "synthetic labelled faces" if data["format"] == "synthetic" else data["held_out"]
+
+
 def write_report(out: Path, summary: dict) -> Path:
     """summary.json + bench/host/latency.json -> report.md and its PNGs."""
     latency = read_json(out / "bench" / "host" / "latency.json")
@@ -158,10 +163,11 @@ def write_report(out: Path, summary: dict) -> Path:
         d, p = latency["device"], latency["protocol"]
         parts += [f"Measured on {d['name']} ({d.get('cpu', '')}, {d.get('cores', '?')} cores, {d.get('os', '')}); "
                   f"{p['threads']} thread(s), {p['warmup']} warm-up runs, median/p90 of {p['iters']} timed runs.", ""]
+    faces = faces_in_words(train)
     if "system_model" in train:
-        parts += [f"## {train['system']} (held-out, synthetic labelled faces)", "", system_table(train), ""]
+        parts += [f"## {train['system']} (held-out, {faces})", "", system_table(train), ""]
     parts += ["## Exported artifacts", "",
-              f"Task metric: held-out {metric} on synthetic labelled faces; drift is |int8 - fp32| / fp32 against the "
+              f"Task metric: held-out {metric} on {faces}; drift is |int8 - fp32| / fp32 against the "
               f"fp32 torch model on the same faces; speed-up is over the same format's fp32 artifact.", "",
               artifact_table(summary), ""]
     if summary.get("ratios"):

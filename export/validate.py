@@ -19,7 +19,7 @@ from ktedge.errors import KtedgeError
 from ktedge.export.manifest import load_manifest
 from ktedge.export.runtimes import NotRunnableHere, open_runner
 from ktedge.export.source import astronaut_face, onet_split
-from ktedge.model.data.faces import generate_faces, split_seed
+from ktedge.model.data.datasets import held_out_source, split_faces
 from ktedge.model.metrics import nme_by_region, roc_auc
 from ktedge.model.systems import deploy_name, deploy_tasks
 from ktedge.model.tasks import TASKS, drift_rel
@@ -97,8 +97,7 @@ def validate_kt(cfg: Config, out: Path, bar) -> dict:
 
     tasks = deploy_tasks(cfg)
     primary = TASKS[tasks[0]]
-    faces = generate_faces(cfg.quantize.eval_faces, split_seed(cfg.seed, "test"), cfg.data.image_size,
-                           cfg.data.n_identities)
+    faces = split_faces(cfg, "test", tasks, cfg.quantize.eval_faces)
     images = faces.tensors()["image"]
     ref = predict_outputs(load_deploy(out).module(), images)
     ref_metrics = task_metrics(cfg, ref, faces)
@@ -126,7 +125,7 @@ def validate_kt(cfg: Config, out: Path, bar) -> dict:
             row["nme_by_region"] = nme_by_region(pred[tasks.index("landmarks")], landmarks)
         rows[artifact_dir.name] = row
     return {"model": deploy_name(cfg), "metric": primary.metric_name, "faces": len(images),
-            "faces_source": "synthetic held-out test split (exact labels)", "fp32_torch": ref_metrics[tasks[0]],
+            "faces_source": held_out_source(cfg), "fp32_torch": ref_metrics[tasks[0]],
             "tasks_fp32_torch": {t: {"metric": TASKS[t].metric_name, "value": v} for t, v in ref_metrics.items()},
             "fp32_nme_by_region": nme_by_region(ref[tasks.index("landmarks")], landmarks) if "landmarks" in tasks else None,
             "artifacts": rows}

@@ -24,7 +24,10 @@ TASK_NAMES = (*TASKS, *PRIOR_ONLY_TASKS)
 @dataclass(frozen=True)
 class DataConfig:
     image_size: int
-    n_train: int
+    format: str  # synthetic, or a real dataset format read from train_dir (model/data/datasets.py)
+    train_dir: str
+    val_dir: str  # "" = one face in six of train_dir held out
+    n_train: int  # synthetic faces only, as n_val
     n_val: int
     n_identities: int
 
@@ -167,6 +170,11 @@ def _check_values(cfg: Config, source: str) -> None:
     need(cfg.data.image_size % 16 == 0 and cfg.data.image_size >= 32, "data.image_size must be a multiple of 16, >= 32")
     need(cfg.data.n_train >= 16 and cfg.data.n_val >= 16, "data.n_train and data.n_val must be >= 16")
     need(2 <= cfg.data.n_identities <= 1000, "data.n_identities must be in 2..1000")
+    from ktedge.model.data.datasets import FORMATS
+
+    need(cfg.data.format in FORMATS, f"data.format '{cfg.data.format}' is not one of {', '.join(FORMATS)}")
+    need(cfg.data.format == "synthetic" or bool(cfg.data.train_dir),
+         f"data.format {cfg.data.format} reads a dataset folder: set data.train_dir")
     for i, enc in enumerate([cfg.model.canonical, *cfg.model.priors]):
         where = "model.canonical" if i == 0 else f"model.priors[{i - 1}]"
         need(enc.backbone in BACKBONES, f"{where}.backbone '{enc.backbone}' is not one of {', '.join(BACKBONES)}")

@@ -100,7 +100,7 @@ def build_summary(out: Path) -> dict:
     name = metrics.get("metric")
     train_block = {"metric": name, **{k: metrics[k] for k in ("canonical_alone", "kt_deploy", "ensemble", "system",
                                                                 "system_model", "baseline", "teachers", "tasks",
-                                                                "params") if k in metrics}}
+                                                                "params", "data") if k in metrics}}
     parity = read_json(out / "fuse" / "parity.json") or {}
     quantize, quantize_wall = {}, 0.0
     for path in sorted((out / "quantize").glob("*/sensitivity.json")):

@@ -22,7 +22,7 @@ from ktedge.atomic import sha256_file, verify_record, write_json, write_serializ
 from ktedge.errors import KtedgeError
 from ktedge.model.adapter import KTAdapter
 from ktedge.model.checkpoint import load_checkpoint
-from ktedge.model.data.faces import generate_faces, split_seed
+from ktedge.model.data.datasets import split_faces
 from ktedge.model.encoders import Encoder
 from ktedge.model.kt_model import KTModel
 from ktedge.model.systems.auformer import deploy_auformer
@@ -264,7 +264,7 @@ def fuse_stage(out: str | Path) -> dict:
     verify_record(ckpt, out / "train" / "metrics.json", "checkpoint_sha256", f"re-run `ktedge train --out {out}`")
     model, cfg = load_checkpoint(ckpt)
     deploy = deploy_module(model, cfg.model.system)
-    faces = generate_faces(PARITY_FACES, split_seed(cfg.seed, "val"), cfg.data.image_size, cfg.data.n_identities)
+    faces = split_faces(cfg, "val", n=PARITY_FACES)
     x = faces.tensors()["image"]
     example = x[:2].clone()  # a view would carry the whole batch into the archive
     batch = {"image": {0: torch.export.Dim("batch", min=1, max=4096)}}  # exporters specialise to 1 later

@@ -20,10 +20,12 @@ from torch import nn
 from ktedge.atomic import sha256_file, sha256_json, write_json, write_text
 from ktedge.config import Config, TrainConfig
 from ktedge.model.checkpoint import save_checkpoint
-from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
+from ktedge.model.data.datasets import dataset_digest, held_out_source, split_faces
+from ktedge.model.data.faces import FaceSet
 from ktedge.model.encoders import Encoder, freeze
 from ktedge.model.fuse import count_params
 from ktedge.model.kt_model import KTModel
+from ktedge.model.systems import label_tasks
 from ktedge.model.tasks import TASKS, as_outputs
 from ktedge.progress import progress
 
@@ -126,12 +128,16 @@ def train(cfg: Config, out: str | Path) -> dict:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     d = cfg.data
+    tasks = label_tasks(cfg)
     with progress() as bar:
-        gen_task = bar.add_task("synthetic faces", total=d.n_train + d.n_val, info="")
-        tick = lambda k: bar.update(gen_task, advance=k)  # noqa: E731
-        train_set = _split(generate_faces(d.n_train, split_seed(cfg.seed, "train"), d.image_size, d.n_identities, tick))
-        val_set = _split(generate_faces(d.n_val, split_seed(cfg.seed, "val"), d.image_size, d.n_identities, tick))
-        bar.update(gen_task, completed=d.n_train + d.n_val)
+        synthetic = d.format == "synthetic"
+        faces_task = bar.add_task("synthetic faces" if synthetic else f"{d.format} faces from {d.train_dir}",
+                                  total=d.n_train + d.n_val if synthetic else None, info="")
+        tick = lambda k: bar.update(faces_task, advance=k)  # noqa: E731
+        train_faces = split_faces(cfg, "train", tasks, on_progress=tick)
+        val_faces = split_faces(cfg, "val", tasks, on_progress=tick)
+        bar.update(faces_task, total=len(train_faces) + len(val_faces), completed=len(train_faces) + len(val_faces))
+        train_set, val_set = _split(train_faces), _split(val_faces)
 
         if cfg.model.system == "kt":
             model, body = _train_kt(cfg, train_set, val_set, bar)
@@ -140,7 +146,8 @@ def train(cfg: Config, out: str | Path) -> dict:
 
             model, body = TRAINERS[cfg.model.system](cfg, train_set, val_set, bar)
 
-    metrics = {**body, "held_out_faces": d.n_val, "wall_s": round(time.perf_counter() - t0, 2),
+    data = {"format": d.format, "train_faces": len(train_faces), "labels": tasks, "held_out": held_out_source(cfg, "val")}
+    metrics = {**body, "data": data, "held_out_faces": len(val_faces), "wall_s": round(time.perf_counter() - t0, 2),
                "config_sha256": train_config_sha256(cfg)}
     train_dir = out / "train"
     save_checkpoint(train_dir / "checkpoint.pt", model, cfg)
@@ -194,7 +201,7 @@ def _train_kt(cfg: Config, train_set: Split, val_set: Split, bar) -> tuple[KTMod
 def train_config_sha256(cfg: Config) -> str:
     """Hash of the config sections training reads: a change elsewhere does not force a retrain."""
     d = cfg.to_dict()
-    return sha256_json({k: d[k] for k in ("seed", "data", "model", "train")})
+    return sha256_json({**{k: d[k] for k in ("seed", "data", "model", "train")}, "dataset": dataset_digest(cfg)})
 
 
 def _param_counts(model: KTModel) -> dict[str, int]:

@@ -11,7 +11,8 @@ from ktedge.atomic import sha256_file, sha256_json
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
 from ktedge.export.preprocess import face_crop, load_image
-from ktedge.model.data.faces import generate_faces, split_seed
+from ktedge.model.data.datasets import dataset_digest, split_faces
+from ktedge.model.data.faces import split_seed
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -42,11 +43,15 @@ def calibration_digest(cfg: Config) -> str | None:
 def calibration_set(cfg: Config) -> tuple[np.ndarray, dict]:
     """-> (N, 3, S, S) float32 RGB 0..255, and what they are (for calibration.json)."""
     q, d = cfg.quantize, cfg.data
-    if not q.calibration_dir:
+    if not q.calibration_dir and d.format == "synthetic":
         seed = split_seed(cfg.seed, "calibration")
-        images = generate_faces(q.calibration_faces, seed, d.image_size, d.n_identities).tensors()["image"].numpy()
+        images = split_faces(cfg, "calibration", n=q.calibration_faces).tensors()["image"].numpy()
         return images, {"source": "synthetic faces, held-out calibration split", "seed": seed,
                         "indices": [0, len(images) - 1], "count": len(images)}
+    if not q.calibration_dir:
+        images = split_faces(cfg, "calibration", n=q.calibration_faces).tensors()["image"].numpy()
+        return images, {"source": f"the first {len(images)} training faces of {Path(d.train_dir).resolve()} "
+                                  f"(data.format {d.format})", "count": len(images), "sha256": dataset_digest(cfg)}
     files = _image_files(cfg)
     crops = []
     for path in files:

@@ -18,7 +18,8 @@ from ktedge.atomic import (matches_record, read_json, sha256_file, sha256_json, 
                            write_serialized)
 from ktedge.config import Config
 from ktedge.errors import KtedgeError
-from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
+from ktedge.model.data.datasets import split_faces
+from ktedge.model.data.faces import FaceSet
 from ktedge.model.systems import deploy_tasks
 from ktedge.model.tasks import TASKS, drift_rel, evaluate
 from ktedge.model.train import predict_outputs
@@ -161,9 +162,8 @@ def quantize_stage(cfg: Config, out: str | Path) -> dict[str, dict]:
     q = cfg.quantize
     images, described = calibration_set(cfg)  # a bad calibration folder is named before any work
     program = load_deploy(out)
-    d = cfg.data
     calibration = torch.from_numpy(images)
-    faces = generate_faces(q.eval_faces, split_seed(cfg.seed, "test"), d.image_size, d.n_identities)
+    faces = split_faces(cfg, "test", deploy_tasks(cfg), q.eval_faces)
     reference = task_metrics(cfg, predict_outputs(program.module(), faces.tensors()["image"]), faces)
     results = {}
     with progress() as bar:

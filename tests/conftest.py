@@ -1,9 +1,18 @@
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from ktedge.config import load_config
+
+def ktedge(*args: str, preexec=None, prelude: str = "") -> subprocess.CompletedProcess:
+    """The CLI in a fresh interpreter, as a user runs it (`prelude`: Python run first)."""
+    code = f"import sys\n{prelude}\nfrom ktedge.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                          preexec_fn=preexec)
+
 
 # A small but real run: every stage of the training recipe, on few faces, in seconds.
 TINY = {

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from ktedge.atomic import sha256_file
+from tests.conftest import ktedge
 
 # A "disk" that takes files up to 1 MB: the JSON records fit, the deploy graphs (~2.5 MB) do not.
 # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG as on a full disk (ENOSPC).
@@ -15,12 +16,6 @@ FILE_SIZE_LIMIT = 1_000_000
 
 def _small_disk() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
-
-
-def ktedge(*args: str, preexec=None, prelude: str = "") -> subprocess.CompletedProcess:
-    code = f"import sys\n{prelude}\nfrom ktedge.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
-                          preexec_fn=preexec)
 
 
 def test_a_full_disk_while_fusing_is_one_line_and_keeps_the_previous_graph(tiny_run, tmp_path):

@@ -1,12 +1,15 @@
-"""A labelled set of synthetic faces as numpy arrays, and its torch view."""
+"""A labelled set of faces as numpy arrays (synthetic, or read from a dataset folder), and its torch view."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, render, sample_params
+
+LABELLED_TASKS = ("landmarks", "age", "attributes", "action_units", "expression", "identity")
 
 
 @dataclass
@@ -19,12 +22,16 @@ class FaceSet:
     expression: np.ndarray  # (N,) int64
     identity: np.ndarray  # (N,) int64
     pose: np.ndarray  # (N, 2) float32 yaw, roll in degrees
+    # The tasks whose labels this set carries: all of them for synthetic faces; a real dataset's
+    # format carries some, and the others are NaN (-1 for class labels).
+    labelled: tuple[str, ...] = LABELLED_TASKS
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, idx) -> "FaceSet":
-        return FaceSet(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+        arrays = [f.name for f in dataclasses.fields(self) if f.name != "labelled"]
+        return dataclasses.replace(self, **{name: getattr(self, name)[idx] for name in arrays})
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Model inputs and targets: image (N, 3, H, W) float raw 0..255, one entry per task."""

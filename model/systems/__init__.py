@@ -20,6 +20,14 @@ def deploy_tasks(cfg: Config) -> list[str]:
     return list(FACEPTOR_TASKS) if cfg.model.system == "faceptor" else [cfg.model.canonical.task]
 
 
+def label_tasks(cfg: Config) -> list[str]:
+    """The tasks whose labels training reads (AUFormer's ViT is pre-trained on landmarks first)."""
+    m = cfg.model
+    if m.system in ("kt", "transfer"):
+        return list(dict.fromkeys([*(p.task for p in m.priors if not p.pretrained), m.canonical.task]))
+    return {"auformer": ["landmarks", "action_units"], "mzts": ["attributes"]}.get(m.system, list(FACEPTOR_TASKS))
+
+
 def deploy_name(cfg: Config) -> str:
     """The deployed model's name in manifests and reports: kt-landmarks, mzts-attributes, faceptor."""
     tasks = deploy_tasks(cfg)
