@@ -124,7 +124,13 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
         candidates = [r for r in sensitivity if r["layer"] not in float_layers and r["sqnr_db"] is not None]
         if not candidates:
             break
-        float_layers.append(min(candidates, key=lambda r: r["sqnr_db"])["layer"])  # the worst int8 output first
+        # The layer that loses the most SQNR itself, not the one with the worst output: a layer late
+        # in the graph inherits the error made upstream (AUFormer's CI model: its eight lowest-SQNR
+        # layers in float left the drift at 11.6 %; its expert 3x3 convs, the largest losses, fix it).
+        # The first layer goes last: it alone is measured against an exact input, and every int8
+        # layer loses ~25 dB against one.
+        first = sensitivity[0]["layer"]
+        float_layers.append(max(candidates, key=lambda r: (r["layer"] != first, r["sqnr_drop_db"]))["layer"])
     bar.update(task, completed=q.max_float_layers + 1)
     passed = drift <= q.max_drift_rel
     wall = round(time.perf_counter() - t0, 2)
