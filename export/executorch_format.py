@@ -9,6 +9,9 @@ from ktedge.export.source import ExportSource, batch_one
 
 
 def _lower(program, partitioner) -> bytes:
+    # The quantized kernels' out variants: a q/dq pair XNNPACK leaves outside its partitions (beside
+    # a layer kept in float) runs on them; without them to_executorch fails ("Missing out variants").
+    import executorch.kernels.quantized  # noqa: F401
     from executorch.exir import to_edge_transform_and_lower
 
     return to_edge_transform_and_lower(program, partitioner=[partitioner]).to_executorch().buffer
