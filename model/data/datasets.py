@@ -25,6 +25,9 @@ from ktedge.model.data.faces import FaceSet, generate_faces, split_seed
 from ktedge.model.data.parsers import parse_utkface_name, read_celeba_attributes, read_label_csv, read_pts
 from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, EXPRESSIONS, NUM_LANDMARKS
 
+if TYPE_CHECKING:
+    from ktedge.config import Config  # config imports this module to check data.format
+
 FORMATS = ("synthetic", "pts", "utkface", "celeba", "csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VAL_EVERY = 6  # with no val_dir, one face in six of the training folder is held out
@@ -33,9 +36,6 @@ CELEBA_COLUMNS = {"smiling": "Smiling", "mouth_open": "Mouth_Slightly_Open", "ey
                   "beard": "No_Beard", "mustache": "Mustache", "bangs": "Bangs", "bushy_eyebrows": "Bushy_Eyebrows",
                   "rosy_cheeks": "Rosy_Cheeks", "wearing_hat": "Wearing_Hat"}
 CELEBA_INVERTED = ("beard",)
-if TYPE_CHECKING:
-    from ktedge.config import Config
-
 LANDMARK_COLUMNS = [f"x{i}" for i in range(NUM_LANDMARKS)] + [f"y{i}" for i in range(NUM_LANDMARKS)]
 
 
