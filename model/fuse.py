@@ -238,6 +238,7 @@ def deploy_module(model: nn.Module, system: str) -> nn.Module:
     with its LayerNorms written out."""
     return fuse(model) if isinstance(model, KTModel) else write_out_layer_norms(DEPLOY[system](model))
 
+
 PARITY_TOLERANCE = 1e-4
 PARITY_FACES = 128
 

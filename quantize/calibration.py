@@ -43,13 +43,12 @@ def calibration_digest(cfg: Config) -> str | None:
 def calibration_set(cfg: Config) -> tuple[np.ndarray, dict]:
     """-> (N, 3, S, S) float32 RGB 0..255, and what they are (for calibration.json)."""
     q, d = cfg.quantize, cfg.data
-    if not q.calibration_dir and d.format == "synthetic":
-        seed = split_seed(cfg.seed, "calibration")
-        images = split_faces(cfg, "calibration", n=q.calibration_faces).tensors()["image"].numpy()
-        return images, {"source": "synthetic faces, held-out calibration split", "seed": seed,
-                        "indices": [0, len(images) - 1], "count": len(images)}
     if not q.calibration_dir:
         images = split_faces(cfg, "calibration", n=q.calibration_faces).tensors()["image"].numpy()
+        if d.format == "synthetic":
+            return images, {"source": "synthetic faces, held-out calibration split",
+                            "seed": split_seed(cfg.seed, "calibration"), "indices": [0, len(images) - 1],
+                            "count": len(images)}
         return images, {"source": f"the first {len(images)} training faces of {Path(d.train_dir).resolve()} "
                                   f"(data.format {d.format})", "count": len(images), "sha256": dataset_digest(cfg)}
     files = _image_files(cfg)

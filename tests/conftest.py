@@ -7,6 +7,7 @@ import pytest
 
 from ktedge.config import load_config
 
+
 def ktedge(*args: str, preexec=None, prelude: str = "") -> subprocess.CompletedProcess:
     """The CLI in a fresh interpreter, as a user runs it (`prelude`: Python run first)."""
     code = f"import sys\n{prelude}\nfrom ktedge.cli import main\nsys.exit(main(sys.argv[1:]))"
