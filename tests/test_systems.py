@@ -199,7 +199,7 @@ def test_auformer_experts_are_grouped_per_action_unit_and_start_as_the_frozen_vi
     torch.testing.assert_close(model(images), backbone.head(v.norm(x).mean(1)))
     # One expert per AU: expert 3's output depends only on expert 3's weights (grouped convolutions),
     # and its hidden map is handed to expert 3 of the next group.
-    group = ExpertGroup(32, 8)
+    group = ExpertGroup(32, 8, grid=8)
     torch.nn.init.normal_(group.up.weight)
     tokens = torch.randn(2, 64, 32)
     _, hidden = group(tokens, 8, None)
