@@ -12,12 +12,8 @@ from ktedge.export.source import ExportSource, batch_one
 def _convert(program, precision):
     import coremltools as ct
 
-    # coremltools 9's fuse_linear_bias crashes (IndexError) on a one-output Linear followed by a
-    # scalar add: the written-out LayerNorm's mean of squares + eps (model/fuse.py), in every ViT.
-    passes = ct.PassPipeline.DEFAULT
-    passes.remove_passes({"common::fuse_linear_bias"})
     return ct.convert(program.run_decompositions({}), convert_to="mlprogram", compute_precision=precision,
-                      minimum_deployment_target=ct.target.iOS17, pass_pipeline=passes)
+                      minimum_deployment_target=ct.target.iOS17)
 
 
 def _io(model) -> dict:

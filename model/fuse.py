@@ -110,7 +110,9 @@ class LayerNormOps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - self.mean(x)  # (..., D) - (..., 1)
-        return centred * torch.rsqrt(self.mean(centred * centred) + self.eps) * self.weight + self.bias
+        # eps inside the mean (the weights sum to 1): coremltools' fuse_linear_bias crashes on a
+        # one-output Linear followed by a scalar add, and its weight compression re-runs that pass.
+        return centred * torch.rsqrt(self.mean(centred * centred + self.eps)) * self.weight + self.bias
 
 
 def write_out_layer_norms(module: nn.Module) -> nn.Module:

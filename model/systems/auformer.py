@@ -44,7 +44,8 @@ class ExpertNorm(nn.Module):
         b, c, gh, gw = h.shape
         g = h.reshape(b, self.u, c // self.u * gh * gw)  # (B, U, r*h*w)
         centred = g - F.linear(g, self.avg)
-        return (centred * torch.rsqrt(F.linear(centred * centred, self.avg) + self.eps)).reshape(b, c, gh, gw)
+        # eps inside the mean, as in LayerNormOps (Core ML's fuse_linear_bias).
+        return (centred * torch.rsqrt(F.linear(centred * centred + self.eps, self.avg))).reshape(b, c, gh, gw)
 
 
 class ExpertGroup(nn.Module):
