@@ -2,6 +2,7 @@
 Core ML delegate (fp16, for Apple phones; it runs only there)."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from ktedge.export.registry import Exporter
@@ -14,6 +15,9 @@ def _lower(program, partitioner) -> bytes:
     import executorch.kernels.quantized  # noqa: F401
     from executorch.exir import to_edge_transform_and_lower
 
+    # A copy: lowering takes the program's constants (AUFormer's non-persistent mean weights) out
+    # of the one it is given, and every later exporter of the same program then failed (KeyError).
+    program = copy.deepcopy(program)
     return to_edge_transform_and_lower(program, partitioner=[partitioner]).to_executorch().buffer
 
 

@@ -383,17 +383,31 @@ def test_transfer_deploys_the_student_alone_and_validates_in_executorch_and_lite
     assert parity["params"]["deploy_graph"] <= transfer_run[2]["params"]["student"]
 
 
-def test_a_vit_systems_fused_graph_converts_to_core_ml():
-    """The fuse stage writes a ViT's LayerNorms out as Linear means; coremltools 9's fuse_linear_bias
-    pass crashed on the mean of squares + eps (a one-output Linear, then a scalar add)."""
+@pytest.mark.parametrize("system", ["faceptor", "auformer"])
+def test_a_vit_systems_fused_graph_converts_to_core_ml_weight_compressed_and_delegated(system, tmp_path):
+    """The fuse stage writes a ViT's LayerNorms out as Linear means (and AUFormer's expert norms
+    are written so); coremltools 9's fuse_linear_bias pass crashed on a mean of squares + eps (a
+    one-output Linear, then a scalar add), and W8 compression and ExecuTorch's Core ML delegate
+    re-run that pass, so all three paths convert here, after an ExecuTorch lowering of the same
+    program as the export stage does (lowering used to take AUFormer's constants out of it)."""
     import coremltools as ct
 
-    from ktedge.export.coreml_format import _convert
+    from ktedge.export.coreml_format import _convert, _w8
+    from ktedge.export.executorch_format import _coreml_fp16, _xnnpack
+    from ktedge.export.source import ExportSource
     from ktedge.model.fuse import deploy_module
+    from ktedge.model.systems.auformer import AUFormer
     from ktedge.model.systems.faceptor import Faceptor
 
     torch.manual_seed(0)
-    deploy = deploy_module(Faceptor(width=16, image_size=64).eval(), "faceptor")  # as the fuse stage builds it
+    model = Faceptor(width=16, image_size=64) if system == "faceptor" else AUFormer(width=32, image_size=64, experts=8)
+    deploy = deploy_module(model.eval(), system)  # as the fuse stage builds it
     program = torch.export.export(deploy, (torch.rand(1, 3, 64, 64) * 255,))
-    model = _convert(program, ct.precision.FLOAT32)
-    assert len(model.get_spec().description.output) == 4  # landmarks, age, attributes, expression
+    src = ExportSource(system, program, quantized={}, float_layers={}, calibration=np.zeros((1, 3, 64, 64), np.float32),
+                       outputs=[], crop="", checkpoint_sha256="", observer="")
+    _xnnpack(None)(src, tmp_path / "xnnpack.pte")
+    n_outputs = 4 if system == "faceptor" else 1  # landmarks, age, attributes, expression / AU logits
+    assert len(_convert(program, ct.precision.FLOAT32).get_spec().description.output) == n_outputs
+    assert len(_w8(src, tmp_path / "w8.mlpackage")["output_tensors"]) == n_outputs
+    _coreml_fp16(src, tmp_path / "coreml.pte")
+    assert (tmp_path / "coreml.pte").stat().st_size > 10_000
