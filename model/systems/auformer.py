@@ -2,13 +2,13 @@
 blocks each get two Mixture-of-Knowledge-Expert groups (beside the attention and beside the MLP),
 one expert per action unit, trained with the MDWA loss; only the experts and the head train.
 
-An expert: tokens -> 2-D map -> 1x1 conv + GELU (down) -> normalised -> 3x3 conv, then a multi-receptive-field
-branch (3x3 convs dilated 1, 3, 5, concatenated, 1x1 conv) plus a context-aware branch
-(attention over the map from 1x1-conv Q, K, V), summed -> GELU -> 1x1 conv (up) -> tokens. The
-group adds the mean of its experts as a residual; each expert also hands its hidden map to the same
-AU's expert in the next group. The U experts of a group run as grouped convolutions (groups=U):
-the same computation as U separate experts, a handful of ops for the exporters instead of U times
-as many."""
+An expert: tokens -> 2-D map -> 1x1 conv + GELU (down) -> normalised -> 3x3 conv, then a
+multi-receptive-field branch (3x3 convs dilated 1, 3, 5, concatenated, 1x1 conv) plus a
+context-aware branch (attention over the map from 1x1-conv Q, K, V), summed -> GELU -> 1x1 conv
+(up) -> tokens. The group adds the mean of its experts as a residual; each expert also hands its
+hidden map to the same AU's expert in the next group. The U experts of a group run as grouped
+convolutions (groups=U): the same computation as U separate experts, a handful of ops for the
+exporters instead of U times as many."""
 from __future__ import annotations
 
 import torch
