@@ -34,6 +34,9 @@ class Runner:
 
 
 def _executorch(path: Path, manifest: dict, threads: int):
+    # The quantized kernels, for q/dq ops an int8 program with float layers may leave outside
+    # XNNPACK (seen: "Missing operator: quantized_decomposed::dequantize_per_channel.out").
+    import executorch.kernels.quantized  # noqa: F401
     import torch
     from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
     from executorch.runtime import Runtime

@@ -39,6 +39,9 @@ def activation_chain(node: Node) -> list[Node]:
     return chain
 
 
+WEIGHTED = ("aten.linear", "aten.conv")
+
+
 def pattern_of(node: Node) -> list[Node]:
     """The nodes before `node` fused with it into one quantization pattern: the op with weights
     whose sole user is the activation chain ending at `node` (empty when `node` is not an activation)."""
@@ -95,13 +98,20 @@ class FloatLayers(Quantizer):
                 for n in [node, *activation_chain(node)]:
                     n.meta.pop("quantization_annotation", None)
                 # Its input edge too: the producer's output spec would still round it through int8.
-                # The producer goes to float with it, weights included: an int8-weight Linear with
-                # a float output lowered to an ExecuTorch program whose answers were not the
-                # simulated ones (0.3 off on a toy MLP; NME 133 against 22 on the KT model).
                 producer = node.args[0] if node.args and isinstance(node.args[0], Node) else None
-                if producer is not None:
-                    for n in [*pattern_of(producer), producer]:
+                if producer is None:
+                    continue
+                pattern = [producer, *pattern_of(producer)]
+                if str(pattern[-1].target).startswith(WEIGHTED):
+                    # A Linear/conv producer goes to float whole, weights included: with int8
+                    # weights and a float output it lowered to an ExecuTorch program whose answers
+                    # were not the simulated ones (0.3 off on a toy MLP; NME 133 against 22).
+                    for n in pattern:
                         n.meta.pop("quantization_annotation", None)
+                elif (ann := producer.meta.get("quantization_annotation")) is not None:
+                    # Any other producer keeps its int8 inputs (an add made float whole, beside
+                    # int8 neighbours, gave XNNPACK an add it refused to build: Faceptor).
+                    ann.output_qspec = None
         # A spec shared with an annotation that is gone would dangle: drop those too, transitively.
         changed = True
         while changed:

@@ -3,13 +3,16 @@ import shutil
 
 import pytest
 import torch
+from PIL import Image
+from torch import nn
+from skimage import data
 
 from ktedge.config import load_config
 from ktedge.errors import KtedgeError
 from ktedge.model.checkpoint import load_checkpoint, save_checkpoint
 from ktedge.model.fuse import fuse_stage
-from ktedge.quantize.stage import quantize_stage
-from tests.conftest import TINY
+from ktedge.quantize.stage import quantize_program, quantize_stage
+from tests.conftest import TINY, ktedge
 
 QUICK = {"quantize": {"calibration_faces": 32, "eval_faces": 100, "max_float_layers": 4}}
 
@@ -86,6 +89,34 @@ def test_mixed_precision_fallback_fires_on_a_layer_made_sensitive(quantized, tmp
     for name, q in (("executorch-int8", r), ("tflite-int8", tflite)):
         row = rows[name]
         assert row["validated"] and row["passed"] == q["passed"] and abs(row["drift_rel"] - q["drift_rel"]) < 0.05, (name, row)
+    # A fresh process (no exporter imported) loads and runs that .pte too.
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    res = ktedge("predict", str(run / "export" / "executorch-int8"), str(photo))
+    assert res.returncode == 0 and "landmarks" in res.stderr, res.stderr
+
+
+def test_a_float_layer_after_an_int8_linear_runs_in_executorch_as_simulated():
+    """The Linear feeding a float layer goes to float with it. Left with int8 weights and a float
+    output, it lowered to a .pte ~0.3 off the simulated program on this MLP."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.runtime import Runtime
+
+    from ktedge.export.executorch_format import _lower
+    from ktedge.export.source import batch_one
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4), nn.Linear(4, 4)).eval()
+    x = torch.randn(32, 16)
+    program = torch.export.export(mlp, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
+    q = quantize_program(program, "executorch", "minmax", ["2"], x)
+    one = batch_one(q, x[:1])
+    pte = _lower(one, XnnpackPartitioner())  # held: the loaded program reads from these bytes
+    method = Runtime.get().load_program(pte).load_method("forward")
+    with torch.no_grad():
+        for row in x[:8]:
+            torch.testing.assert_close(method.execute([row[None]])[0], one.module()(row[None]), atol=1e-5, rtol=1e-5)
+        assert (q(x) - mlp(x)).abs().max() < 0.05  # and the simulation is the float MLP, give or take int8
 
 
 def test_quantize_without_a_deploy_graph_is_a_clear_error(tmp_path):
