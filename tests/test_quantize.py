@@ -4,8 +4,8 @@ import shutil
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 from skimage import data
+from torch import nn
 
 from ktedge.config import load_config
 from ktedge.errors import KtedgeError
