@@ -190,11 +190,13 @@ def write_report(out: Path, summary: dict) -> Path:
                                                           else None, ".2f", "%"),
               "pass" if r.get("passed") else "**FAIL**", ", ".join(r.get("float_layers") or []) or "-"]
              for b, r in q.items()]), ""]
-        multi = {b: r["tasks"] for b, r in q.items() if len(r.get("tasks") or {}) > 1}
-        if multi:  # one graph, several tasks: the gate reads the task that drifted most
-            parts += [_md_table(["backend", "task", "metric", "fp32", "int8", "drift"],
-                                [[b, t, r["metric"], _f(r["fp32"]), _f(r["int8"]), _f(100 * r["drift_rel"], ".2f", "%")]
-                                 for b, tasks in multi.items() for t, r in tasks.items()]), ""]
+        # Every task's gate: the configured drift, widened to what the held-out faces resolve.
+        parts += [_md_table(["backend", "task", "metric", "fp32", "int8", "drift", "resolution", "gate",
+                             "decisions agree"],
+                            [[b, t, r["metric"], _f(r["fp32"]), _f(r["value"]), _f(100 * r["drift_rel"], ".2f", "%"),
+                              _f(100 * r["resolution_rel"], ".2f", "%"), _f(100 * r["gate_rel"], ".2f", "%"),
+                              _f(100 * r["decisions_agree"] if "decisions_agree" in r else None, ".1f", "%")]
+                             for b, res in q.items() for t, r in (res.get("tasks") or {}).items()]), ""]
     parts += [f"Fuse parity (deploy graph vs training graph): max abs error {_f(summary['fuse']['max_abs_error'], '.2e')}.",
               "", "## Wall time", "",
               _md_table(["stage", "seconds"], [[k, _f(v, ".1f")] for k, v in summary["wall_s"].items()]), ""]

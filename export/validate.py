@@ -22,7 +22,7 @@ from ktedge.export.source import astronaut_face, onet_split
 from ktedge.model.data.datasets import held_out_source, split_faces
 from ktedge.model.metrics import nme_by_region, roc_auc
 from ktedge.model.systems import deploy_name, deploy_tasks
-from ktedge.model.tasks import TASKS, drift_rel
+from ktedge.model.tasks import TASKS
 from ktedge.progress import converter_log, progress
 
 ONET_ACCURACY_GATE = 1.0  # points of face/non-face accuracy
@@ -91,9 +91,10 @@ def _artifacts(index_dir: Path) -> list[tuple[Path, dict]]:
 
 def validate_kt(cfg: Config, out: Path, bar) -> dict:
     """The run's deploy graph (one output per task) as exported, each artifact in its runtime.
-    Per artifact: the first task's metric, the worst task's drift (the gate), and every task's."""
+    Per artifact: the first task's metric, the worst task's drift, and every task's gate row."""
     from ktedge.model.train import predict_outputs
-    from ktedge.quantize.stage import load_deploy, task_metrics, worst_drift
+    from ktedge.quantize.gate import worst_drift
+    from ktedge.quantize.stage import load_deploy, task_gates, task_metrics
 
     tasks = deploy_tasks(cfg)
     primary = TASKS[tasks[0]]
@@ -102,7 +103,6 @@ def validate_kt(cfg: Config, out: Path, bar) -> dict:
     ref = predict_outputs(load_deploy(out).module(), images)
     ref_metrics = task_metrics(cfg, ref, faces)
     landmarks = faces.tensors()["landmarks"].numpy()
-    gate = cfg.quantize.max_drift_rel
     rows = {}
     for artifact_dir, manifest in _artifacts(out / "export"):
         row = {"format": manifest["format"], "precision": manifest["precision"], "variant": manifest["variant"],
@@ -112,15 +112,12 @@ def validate_kt(cfg: Config, out: Path, bar) -> dict:
         except NotRunnableHere as e:
             rows[artifact_dir.name] = {**row, **_not_run(artifact_dir, manifest, e)}
             continue
-        metrics = task_metrics(cfg, pred, faces)
-        drift = worst_drift(metrics, ref_metrics)
-        row.update({"validated": True, "metric": metrics[tasks[0]], "drift_rel": drift,
+        gates = task_gates(cfg, pred, ref, faces)
+        row.update({"validated": True, "metric": gates[tasks[0]]["value"], "drift_rel": worst_drift(gates),
                     **agreement(np.concatenate([p.reshape(len(p), -1) for p in pred], 1),
                                 np.concatenate([r.reshape(len(r), -1) for r in ref], 1)),
-                    "gate_drift_rel": gate, "passed": drift <= gate})
-        if len(tasks) > 1:
-            row["tasks"] = {t: {"metric": TASKS[t].metric_name, "value": metrics[t],
-                                "drift_rel": drift_rel(metrics[t], ref_metrics[t])} for t in tasks}
+                    "gate_drift_rel": cfg.quantize.max_drift_rel, "tasks": gates,
+                    "passed": all(g["passed"] for g in gates.values())})
         if "landmarks" in tasks:
             row["nme_by_region"] = nme_by_region(pred[tasks.index("landmarks")], landmarks)
         rows[artifact_dir.name] = row

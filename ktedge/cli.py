@@ -54,17 +54,24 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 def _print_quantize(results: dict[str, dict]) -> None:
     from rich.table import Table
 
-    table = Table(title="int8 post-training quantization (task gate on labelled held-out faces)")
+    from ktedge.quantize.gate import NOISE_CAP
+
+    table = Table(title="int8 post-training quantization (task gates on labelled held-out faces, widened to "
+                        f"what the faces resolve, at most {NOISE_CAP:g}x)")
     for col in ("backend", "metric", "fp32", "int8", "drift", "gate", "float layers", "status"):
         table.add_column(col, justify="right" if col in ("fp32", "int8", "drift", "gate") else "left")
     for b, r in results.items():
         status = "[green]pass" if r["passed"] else "[red]FAIL"
         for i, (task, t) in enumerate(r["tasks"].items()):  # a multi-task graph: a row per task, gated together
             label = t["metric"] if len(r["tasks"]) == 1 else f"{task} {t['metric']}"
-            table.add_row(b if i == 0 else "", label, f"{t['fp32']:.3f}", f"{t['int8']:.3f}",
-                          f"{100 * t['drift_rel']:.2f}%", f"{100 * r['gate_drift_rel']:.0f}%",
+            table.add_row(b if i == 0 else "", label, f"{t['fp32']:.3f}", f"{t['value']:.3f}",
+                          f"{100 * t['drift_rel']:.2f}%", _gate(t),
                           (", ".join(r["float_layers"]) or "-") if i == 0 else "", status if i == 0 else "")
     console.print(table)
+
+
+def _gate(row: dict) -> str:
+    return f"{100 * row['gate_rel']:.1f}%"
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -109,14 +116,14 @@ def _print_validate(kt: dict, onet: dict | None) -> None:
     console.print(table)
     if len(kt["tasks_fp32_torch"]) > 1:  # a multi-task model: every task's metric, the worst drift gates
         tasks = kt["tasks_fp32_torch"]
-        table = Table(title="per task (fp32 torch in the header; drift: the worst task's, gated)")
+        table = Table(title="per task (fp32 torch in the header; value (drift of its gate); every task gated)")
         table.add_column("artifact")
         for t, ref in tasks.items():
             table.add_column(f"{t} {ref['metric']} ({ref['value']:.3f})", justify="right")
         for key, r in kt["artifacts"].items():
             if r["validated"]:
-                table.add_row(key, *(f"{r['tasks'][t]['value']:.3f} ({100 * r['tasks'][t]['drift_rel']:.1f}%)"
-                                     for t in tasks))
+                table.add_row(key, *(f"{g['value']:.3f} ({100 * g['drift_rel']:.1f}% of {_gate(g)})"
+                                     for g in (r["tasks"][t] for t in tasks)))
         console.print(table)
     if onet is not None:
         ref = onet["fp32_torch"]

@@ -79,7 +79,7 @@ class QuantizeConfig:
     calibration_dir: str  # "" = synthetic held-out faces; else a folder of your own face crops (PNG/JPEG)
     observer: str  # activation observer: minmax | histogram
     eval_faces: int  # labelled held-out faces for the task gate
-    max_drift_rel: float  # gate: |metric_int8 - metric_fp32| / metric_fp32
+    max_drift_rel: float  # task gate: |int8 - fp32| / fp32 of the metric, widened to the faces' resolution (quantize/gate.py)
     max_float_layers: int  # mixed-precision budget: layers that may fall back to float
 
 

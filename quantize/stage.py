@@ -1,8 +1,8 @@
 """`ktedge quantize`: the fuse stage's deploy graph -> one int8 PT2E program per backend.
 
 For each backend: calibrate on held-out faces, convert, measure per-layer SQNR and the task
-metric on labelled held-out faces against the float deploy graph. While the metric's relative
-drift misses the gate, the layer whose int8 output has the lowest SQNR goes back to float
+metric on labelled held-out faces against the float deploy graph. While a task misses its gate
+(quantize/gate.py), the layer whose int8 output has the lowest SQNR goes back to float
 (mixed precision), up to `max_float_layers`. Writes quantize/<backend>/{model.pt2, calibration.json, sensitivity.json}.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ from ktedge.errors import KtedgeError
 from ktedge.model.data.datasets import split_faces
 from ktedge.model.data.faces import FaceSet
 from ktedge.model.systems import deploy_tasks
-from ktedge.model.tasks import TASKS, drift_rel, evaluate
+from ktedge.model.tasks import TASKS, evaluate
 from ktedge.model.train import predict_outputs
 from ktedge.progress import progress
 from ktedge.quantize.calibration import calibration_digest, calibration_set
+from ktedge.quantize.gate import gate_tasks, worst_drift
 from ktedge.quantize.quantizers import BACKENDS, make_quantizer
 from ktedge.quantize.sensitivity import layer_sensitivity
 
@@ -64,21 +65,19 @@ def load_deploy(out: Path) -> torch.export.ExportedProgram:
         raise KtedgeError(f"{path}: unreadable deploy graph ({type(e).__name__}: {str(e)[:100]}); re-run `ktedge fuse`") from None
 
 
+def task_targets(cfg: Config, faces: FaceSet) -> dict[str, np.ndarray]:
+    targets = faces.tensors()
+    return {t: targets[t].numpy() for t in deploy_tasks(cfg)}
+
+
 def task_metrics(cfg: Config, outputs: list[np.ndarray], faces: FaceSet) -> dict[str, float]:
     """Each deployed task's metric on labelled faces (one per output)."""
-    targets = faces.tensors()
-    tasks = deploy_tasks(cfg)
-    return evaluate(tasks, outputs, {t: targets[t].numpy() for t in tasks})
+    return evaluate(deploy_tasks(cfg), outputs, task_targets(cfg, faces))
 
 
-def worst_drift(metrics: dict[str, float], reference: dict[str, float]) -> float:
-    """The gate reads the task that drifted most."""
-    return max(drift_rel(metrics[t], reference[t]) for t in reference)
-
-
-def per_task(metrics: dict[str, float], reference: dict[str, float]) -> dict[str, dict]:
-    return {t: {"metric": TASKS[t].metric_name, "fp32": reference[t], "int8": metrics[t],
-                "drift_rel": drift_rel(metrics[t], reference[t])} for t in reference}
+def task_gates(cfg: Config, outputs: list[np.ndarray], reference: list[np.ndarray], faces: FaceSet) -> dict[str, dict]:
+    """Each deployed task's gate row (quantize/gate.py): a program's outputs against fp32's."""
+    return gate_tasks(deploy_tasks(cfg), outputs, reference, task_targets(cfg, faces), cfg.quantize.max_drift_rel)
 
 
 def quantize_program(program: torch.export.ExportedProgram, backend: str, observer: str, float_layers: list[str],
@@ -103,7 +102,7 @@ def output_ranges(pred: np.ndarray) -> dict:
 
 
 def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export.ExportedProgram,
-                     calibration: torch.Tensor, described: dict, faces: FaceSet, reference: dict[str, float],
+                     calibration: torch.Tensor, described: dict, faces: FaceSet, reference: list[np.ndarray],
                      bar) -> dict:
     q = cfg.quantize
     t0 = time.perf_counter()
@@ -114,12 +113,13 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
     task = bar.add_task(f"quantize {backend}", total=q.max_float_layers + 1, info="")
     while True:
         quant_gm = quantize_program(program, backend, q.observer, float_layers, calibration)
-        metrics = task_metrics(cfg, predict_outputs(quant_gm, images), faces)
-        drift = worst_drift(metrics, reference)
-        attempts.append({"float_layers": list(float_layers), "metrics": metrics, "drift_rel": drift})
+        gates = task_gates(cfg, predict_outputs(quant_gm, images), reference, faces)
+        drift, passed = worst_drift(gates), all(g["passed"] for g in gates.values())
+        attempts.append({"float_layers": list(float_layers), "metrics": {t: g["value"] for t, g in gates.items()},
+                         "drift_rel": drift, "passed": passed})
         bar.update(task, advance=1, info=f"drift {100 * drift:.2f}% ({len(float_layers)} float layers)")
         sensitivity = layer_sensitivity(float_gm, quant_gm, calibration[:SENSITIVITY_FACES])
-        if drift <= q.max_drift_rel or len(float_layers) >= q.max_float_layers:
+        if passed or len(float_layers) >= q.max_float_layers:
             break
         candidates = [r for r in sensitivity if r["layer"] not in float_layers and r["sqnr_db"] is not None]
         if not candidates:
@@ -132,7 +132,6 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
         first = sensitivity[0]["layer"]
         float_layers.append(max(candidates, key=lambda r: (r["layer"] != first, r["sqnr_drop_db"]))["layer"])
     bar.update(task, completed=q.max_float_layers + 1)
-    passed = drift <= q.max_drift_rel
     wall = round(time.perf_counter() - t0, 2)
 
     dest = out / "quantize" / backend
@@ -149,9 +148,9 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
     for row in sensitivity:
         row["float"] = row["layer"] in float_layers
     result = {
-        # metric/fp32/int8: the first task's; drift_rel and the gate: the task that drifted most.
-        "backend": backend, "metric": TASKS[primary].metric_name, "fp32": reference[primary], "int8": metrics[primary],
-        "drift_rel": drift, "tasks": per_task(metrics, reference),
+        # metric/fp32/int8: the first task's; drift_rel: the task that drifted most; passed: every task's gate.
+        "backend": backend, "metric": TASKS[primary].metric_name, "fp32": gates[primary]["fp32"],
+        "int8": gates[primary]["value"], "drift_rel": drift, "tasks": gates,
         "gate_drift_rel": q.max_drift_rel, "passed": passed, "float_layers": float_layers, "attempts": attempts,
         "eval_faces": len(faces),
         "output_ranges": dict(zip(deploy_tasks(cfg), map(output_ranges, predict_outputs(float_gm, images[:64])))),
@@ -170,7 +169,7 @@ def quantize_stage(cfg: Config, out: str | Path) -> dict[str, dict]:
     program = load_deploy(out)
     calibration = torch.from_numpy(images)
     faces = split_faces(cfg, "test", deploy_tasks(cfg), q.eval_faces)
-    reference = task_metrics(cfg, predict_outputs(program.module(), faces.tensors()["image"]), faces)
+    reference = predict_outputs(program.module(), faces.tensors()["image"])
     results = {}
     with progress() as bar:
         for backend in q.backends:

@@ -1,0 +1,63 @@
+"""The task gate an int8 (or any exported) program must pass against the fp32 deploy graph.
+
+A task passes when its metric's relative drift from fp32 is within `quantize.max_drift_rel`,
+widened to what the held-out faces can resolve: two standard errors of the paired difference
+(same faces, bootstrap over faces), at most NOISE_CAP times the configured gate. Why: a
+near-chance classifier moves by a face or two with any change (Faceptor's expression, 26.7 % on
+300 faces: one face is 1.25 % relative, and int8 flips ~20 near-tied decisions both ways), so a
+fixed 5 % gate flips on noise and the float fallback chases it. The cap keeps a head that
+collapsed failing: that expression head answering the majority class drifts 20 %.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ktedge.model.tasks import TASKS, drift_rel
+
+BOOTSTRAP = 200
+NOISE_CAP = 2.0
+
+# The decision a classification output stands for, to count how often int8 changes it.
+DECISIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "expression": lambda y: y.argmax(-1),
+    "attributes": lambda y: y > 0,
+    "action_units": lambda y: y > 0,
+}
+
+
+def resolution_rel(task: str, pred: np.ndarray, ref: np.ndarray, target: np.ndarray, seed: int = 0) -> float:
+    """Two standard errors of metric(pred) - metric(ref) over faces drawn with replacement,
+    relative to the fp32 metric: the smallest drift these faces can tell from noise."""
+    metric = TASKS[task].metric
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, len(target), len(target))
+        diffs.append(metric(pred[i], target[i]) - metric(ref[i], target[i]))
+    return float(2 * np.std(diffs) / abs(metric(ref, target)))
+
+
+def gate_tasks(tasks: list[str], outputs: list[np.ndarray], ref_outputs: list[np.ndarray],
+               targets: dict[str, np.ndarray], max_drift_rel: float) -> dict[str, dict]:
+    """Per task: its metric for the program and for fp32, the drift, the resolution, the gate
+    this drift is held to and whether it passes; for a classification task, how often the
+    program's decisions agree with fp32's."""
+    rows = {}
+    for task, pred, ref in zip(tasks, outputs, ref_outputs):
+        metric, target = TASKS[task].metric, targets[task]
+        fp32, value = metric(ref, target), metric(pred, target)
+        noise = resolution_rel(task, pred, ref, target)
+        gate = min(max(max_drift_rel, noise), NOISE_CAP * max_drift_rel)
+        drift = drift_rel(value, fp32)
+        rows[task] = {"metric": TASKS[task].metric_name, "fp32": fp32, "value": value, "drift_rel": drift,
+                      "resolution_rel": noise, "gate_rel": gate, "passed": drift <= gate}
+        if task in DECISIONS:
+            rows[task]["decisions_agree"] = float(np.mean(DECISIONS[task](pred) == DECISIONS[task](ref)))
+    return rows
+
+
+def worst_drift(rows: dict[str, dict]) -> float:
+    """The drift a multi-task program reports in one number: the task that drifted most."""
+    return max(r["drift_rel"] for r in rows.values())
