@@ -27,7 +27,7 @@ def _gate(a: dict) -> str:
     if not a["validated"]:
         where = a.get("not_run") or "not run here"
         return f"structure ok, accuracy: {where}" if a["passed"] else (where if a["passed"] is None else "FAIL")
-    return "pass" if a["passed"] else "**FAIL**"
+    return "pass" if a["passed"] else "**FAIL** " + ", ".join(a.get("failed_tasks") or [])
 
 
 def artifact_table(summary: dict) -> str:
@@ -185,9 +185,8 @@ def write_report(out: Path, summary: dict) -> Path:
     q = summary.get("quantize") or {}
     if q:
         parts += ["## Quantization", "", _md_table(
-            ["backend", "fp32", "int8", "drift", "gate", "float layers"],
-            [[b, _f(r.get("fp32")), _f(r.get("int8")), _f(100 * r["drift_rel"] if r.get("drift_rel") is not None
-                                                          else None, ".2f", "%"),
+            ["backend", "worst task drift", "gates", "float layers"],
+            [[b, _f(100 * r["drift_rel"] if r.get("drift_rel") is not None else None, ".2f", "%"),
               "pass" if r.get("passed") else "**FAIL**", ", ".join(r.get("float_layers") or []) or "-"]
              for b, r in q.items()]), ""]
         # Every task's gate: the configured drift, widened to what the held-out faces resolve.

@@ -86,6 +86,7 @@ def _artifacts(out: Path) -> list[dict]:
                      "path": str(Path(a["path"]).relative_to(out)), "size_bytes": a["size_bytes"],
                      "sha256": a["sha256"], "validated": acc.get("validated", False), "metric": acc.get("metric"),
                      "drift_rel": acc.get("drift_rel"), "passed": acc.get("passed"), "not_run": acc.get("not_run"),
+                     "failed_tasks": [t for t, g in (acc.get("tasks") or {}).items() if not g["passed"]],
                      "latency_ms": {"median": lat["median"], "p90": lat["p90"]} if lat else None,
                      "bench_status": bench.get("status"), "bench_reason": bench.get("reason"),
                      "runtime": acc.get("runtime") or bench.get("runtime")})
