@@ -93,7 +93,7 @@ def validate_kt(cfg: Config, out: Path, bar) -> dict:
     """The run's deploy graph (one output per task) as exported, each artifact in its runtime.
     Per artifact: the first task's metric, the worst task's drift, and every task's gate row."""
     from ktedge.model.train import predict_outputs
-    from ktedge.quantize.gate import worst_drift
+    from ktedge.quantize.gate import all_passed, worst_drift
     from ktedge.quantize.stage import load_deploy, task_gates, task_metrics
 
     tasks = deploy_tasks(cfg)
@@ -117,7 +117,7 @@ def validate_kt(cfg: Config, out: Path, bar) -> dict:
                     **agreement(np.concatenate([p.reshape(len(p), -1) for p in pred], 1),
                                 np.concatenate([r.reshape(len(r), -1) for r in ref], 1)),
                     "gate_drift_rel": cfg.quantize.max_drift_rel, "tasks": gates,
-                    "passed": all(g["passed"] for g in gates.values())})
+                    "passed": all_passed(gates)})
         if "landmarks" in tasks:
             row["nme_by_region"] = nme_by_region(pred[tasks.index("landmarks")], landmarks)
         rows[artifact_dir.name] = row

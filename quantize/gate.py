@@ -58,6 +58,11 @@ def gate_tasks(tasks: list[str], outputs: list[np.ndarray], ref_outputs: list[np
     return rows
 
 
+def all_passed(rows: dict[str, dict]) -> bool:
+    """A program passes when every task passes its gate."""
+    return all(r["passed"] for r in rows.values())
+
+
 def worst_drift(rows: dict[str, dict]) -> float:
     """The drift a multi-task program reports in one number: the task that drifted most."""
     return max(r["drift_rel"] for r in rows.values())

@@ -2,7 +2,7 @@
 
 For each backend: calibrate on held-out faces, convert, measure per-layer SQNR and the task
 metric on labelled held-out faces against the float deploy graph. While a task misses its gate
-(quantize/gate.py), the layer whose int8 output has the lowest SQNR goes back to float
+(quantize/gate.py), the layer that loses the most SQNR over its input goes back to float
 (mixed precision), up to `max_float_layers`. Writes quantize/<backend>/{model.pt2, calibration.json, sensitivity.json}.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ktedge.model.tasks import TASKS, evaluate
 from ktedge.model.train import predict_outputs
 from ktedge.progress import progress
 from ktedge.quantize.calibration import calibration_digest, calibration_set
-from ktedge.quantize.gate import gate_tasks, worst_drift
+from ktedge.quantize.gate import all_passed, gate_tasks, worst_drift
 from ktedge.quantize.quantizers import BACKENDS, make_quantizer
 from ktedge.quantize.sensitivity import layer_sensitivity
 
@@ -114,7 +114,7 @@ def quantize_backend(cfg: Config, out: Path, backend: str, program: torch.export
     while True:
         quant_gm = quantize_program(program, backend, q.observer, float_layers, calibration)
         gates = task_gates(cfg, predict_outputs(quant_gm, images), reference, faces)
-        drift, passed = worst_drift(gates), all(g["passed"] for g in gates.values())
+        drift, passed = worst_drift(gates), all_passed(gates)
         attempts.append({"float_layers": list(float_layers), "metrics": {t: g["value"] for t, g in gates.items()},
                          "drift_rel": drift, "passed": passed})
         bar.update(task, advance=1, info=f"drift {100 * drift:.2f}% ({len(float_layers)} float layers)")
