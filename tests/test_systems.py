@@ -372,6 +372,20 @@ def test_faceptor_deploys_four_outputs_and_validates_each_task_in_executorch_and
         assert row["passed"] == all(g["passed"] for g in row["tasks"].values())
         assert 0.5 < row["tasks"]["expression"]["decisions_agree"] <= 1.0 and "decisions_agree" not in row["tasks"]["age"]
     assert set(validation["tasks_fp32_torch"]) == set(tasks)
+    _readouts_float_attention_int8(torch.export.load(out / "quantize" / "tflite" / "model.pt2").graph)
+
+
+def _readouts_float_attention_int8(graph) -> None:
+    """LiteRT's int8 program: the two read-out softmaxes (landmark heatmap -> soft-argmax, age bins
+    -> expected age) and all after them stay float; the attention softmaxes stay int8."""
+    from ktedge.quantize.quantizers import SOFTMAX, readout_tail
+
+    softmaxes = [n for n in graph.nodes if n.target in SOFTMAX]
+    readouts = [readout_tail(n) for n in softmaxes if readout_tail(n)]
+    assert len(readouts) == 2
+    assert not [n for tail in readouts for n in tail if ".quantize_per_tensor" in str(n.target)], readouts
+    attention = [n for n in softmaxes if not readout_tail(n)]
+    assert attention and all(".quantize_per_tensor" in str(next(iter(n.users)).target) for n in attention)
 
 
 @pytest.fixture(scope="module")
