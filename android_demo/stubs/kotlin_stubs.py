@@ -1,14 +1,14 @@
 """Kotlin source -> signature stub: the same public and protected declarations (classes, objects,
 enums with their entries, constructors, functions, properties, constants) with every body replaced
-by `stub()`, private and internal members dropped, annotations dropped, and output old Debian
-kotlinc (1.3) compiles (no trailing commas). Written for the declaration subset the ExecuTorch and
+by `stub()`, private and internal members and annotations dropped, written as source that old
+Debian kotlinc (1.3) compiles (no trailing commas). Written for the declaration subset the ExecuTorch and
 LiteRT Android APIs use; anything outside it raises StubError instead of emitting a wrong stub."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-STUB_IMPORT = "import ktedge.stubs.stub"
+STUB_FUNCTION = "ktedge.stubs.stub"
 STUB_HELPER = '''package ktedge.stubs
 
 /** Every stubbed body: these classes are compiled against, never run. */
@@ -70,6 +70,7 @@ class Decl:
 
 _NUM = re.compile(r"0[xXbB][0-9a-fA-F_]+[uUL]*|[0-9][0-9_]*(\.[0-9][0-9_]*)?([eE][+-]?[0-9]+)?[fFdDLuU]*")
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CHAR = re.compile(r"'(\\u[0-9a-fA-F]{4}|\\.|[^'\\])'")
 _OPS = ("===", "!==", "?.", "?:", "::", "->", "..", "==", "!=", "<=", ">=", "&&", "||", "+=", "-=", "*=",
         "/=", "!!", "++", "--")
 
@@ -86,7 +87,8 @@ def tokenize(src: str) -> list[Tok]:
         elif c in " \t\r\f":
             i += 1
         elif src.startswith("//", i):
-            i = src.find("\n", i) if "\n" in src[i:] else n
+            end = src.find("\n", i)
+            i = n if end < 0 else end
         elif src.startswith("/*", i):
             i = _skip_block_comment(src, i)
         elif src.startswith('"""', i):
@@ -102,7 +104,7 @@ def tokenize(src: str) -> list[Tok]:
             toks.append(Tok("str", src[i:end]))
             i = end
         elif c == "'":
-            m = re.compile(r"'(\\u[0-9a-fA-F]{4}|\\.|[^'\\])'").match(src, i)
+            m = _CHAR.match(src, i)
             if not m:
                 raise StubError(f"bad char literal at {i}")
             toks.append(Tok("str", m.group(0)))
@@ -127,7 +129,7 @@ def tokenize(src: str) -> list[Tok]:
 
 
 def _skip_block_comment(src: str, i: int) -> int:
-    depth, i = 0, i
+    depth = 0
     while i < len(src):
         if src.startswith("/*", i):
             depth, i = depth + 1, i + 2
@@ -221,9 +223,9 @@ class Parser:
                 return out
             if depth == 0 and tok.text in stop:
                 return out
-            if tok.text in "([{" and tok.kind == "op":
+            if tok.kind == "op" and tok.text in ("(", "[", "{"):
                 depth += 1
-            elif tok.text in ")]}" and tok.kind == "op":
+            elif tok.kind == "op" and tok.text in (")", "]", "}"):
                 if depth == 0:
                     return out
                 depth -= 1
@@ -287,7 +289,7 @@ class Parser:
         nxt = self.t[j + 1]
         return nxt.text in DECL_WORDS or nxt.text == "@"
 
-    def members(self, until_eof: bool = False, enum: bool = False) -> list[Decl]:
+    def members(self, until_eof: bool = False) -> list[Decl]:
         out: list[Decl] = []
         while True:
             self.nl()
@@ -463,7 +465,7 @@ class Parser:
 
     def body(self) -> tuple[bool, list[Tok] | None]:
         """-> (has a body, the expression tokens of an `= expr` body)."""
-        if self.peek().text == "{" or (self.peek(True).text == "{" and self.peek().kind == "nl"):
+        if self.peek(True).text == "{":
             self.nl()
             self.skip_balanced()
             return True, None
@@ -589,7 +591,7 @@ def stub_file(src: str, header: str) -> str:
     # logging, JNI plumbing) would otherwise need stubs of their own.
     kept = [imp for imp in imports if imp.split(" as ")[-1].split(".")[-1] in used]
     if "stub()" in body:
-        kept.insert(0, STUB_IMPORT.split(" ", 1)[1])
+        kept.insert(0, STUB_FUNCTION)
     lines = [header, f"package {package}", "", *[f"import {imp}" for imp in kept], "", body.rstrip()]
     return "\n".join(lines) + "\n"
 
