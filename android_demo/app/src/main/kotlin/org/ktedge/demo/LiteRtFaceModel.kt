@@ -13,7 +13,7 @@ import org.ktedge.demo.core.Quantize
 import org.ktedge.demo.core.Runtimes
 
 /**
- * A `.tflite` in LiteRT's CompiledModel API (2.x: no Model class; the compiled model is created
+ * A `.tflite` in LiteRT's CompiledModel API (no Model class from 2.1: the compiled model is created
  * from the file and answers tensor types itself). The accelerator asked for is offered only where
  * LiteRT's environment holds it, and what ran is read back from LiteRT (LiteRtDelegates), so a
  * request that fell back to CPU is recorded as a fallback. Inputs and outputs are bound by the
