@@ -1,8 +1,8 @@
 """The Android app's core module (android_demo/core: Kotlin, no Android imports) compiled and unit
 tested on the desktop JVM, then held equal to ktedge's own Python pre/post-processing on the same
-photos and manifests, and its benchmark result file read by the harness. The app module itself
-needs the Android SDK and Maven and is not compiled here; its intent contract is checked against
-the harness's adb command."""
+photos and manifests, and its benchmark result file read by the harness. The app's activities
+need the Android SDK and are not compiled here (its runtime wrappers are:
+test_android_app_compiles.py); their intent contract is checked against the harness's adb command."""
 import json
 import os
 import re
@@ -132,6 +132,19 @@ def test_the_app_decodes_runtime_outputs_as_ktedge_does(exported, core, photos, 
             np.testing.assert_allclose(np.array(got[key]), np.array(want[key]), rtol=1e-5, atol=1e-4)
     if "face_prob" in want:
         assert got["face_prob"]["face"] > 0.9  # the real O-Net sees her face through the app's code path
+
+
+@pytest.mark.parametrize("name", ["executorch-fp32", "executorch-int8", "tflite-int8", "tflite-int8-int8io"])
+def test_the_app_loads_what_ktedge_exports_on_the_runtimes_it_pins(exported, core, name):
+    """Artifact.load on the real exported file and manifest: its size and sha256 match, and the
+    runtime it needs (the exporter's own version, from the manifest's tools) is not newer than the
+    one the app is built with."""
+    out, *_ = exported
+    folder = out / "export" / name
+    manifest = load_manifest(folder)
+    got = json.loads(kotlin(core, "load", folder / manifest["file"]))
+    runtime, tool = ("executorch", "executorch") if manifest["format"] == "executorch" else ("litert", "ai-edge-litert")
+    assert got == {"runtime": runtime, "needs": manifest["tools"][tool], "field": f"tools.{tool}"}
 
 
 def _structure(value):

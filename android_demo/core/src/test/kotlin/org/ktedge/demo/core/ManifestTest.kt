@@ -45,6 +45,8 @@ class ManifestTest {
         refused(good.replace("\"std\": [2.0, 4.0, 8.0]", "\"std\": [2.0, 0, 8.0]"), "preprocessing.std has a 0")
         refused(good.replace("\"crop_size\": 4", "\"crop_size\": \"4\""), "preprocessing.crop_size must be an integer")
         refused(good.replace("\"model\": \"kt-landmarks\", ", ""), "model is missing")
+        refused(good.replace("\"tools\": {}", "\"tools\": {\"executorch\": 1}"), "tools.executorch must be a string")
+        refused(good.replace("\"tools\": {}", "\"tools\": {}, \"runtime_version\": \"1.5\""), "runtime_version must be an object")
     }
 
     @Test
