@@ -76,7 +76,7 @@ class Manifest(
     }
 
     companion object {
-        const val SCHEMA = "ktedge.manifest/2"
+        const val SCHEMA = "ktedge.manifest/3"
         val DTYPES = listOf("float32", "float16", "int8", "uint8")
         /** Runtime -> the exporter-side package whose version in `tools` stands for it. */
         val EXPORTER_TOOL = mapOf("executorch" to "executorch", "litert" to "ai-edge-litert")

@@ -35,7 +35,7 @@ class ManifestTest {
     fun badManifestsAreNamedErrors() {
         val good = Manifests.int8Nhwc()
         refused("{not json", "not valid JSON")
-        refused(good.replace("ktedge.manifest/2", "ktedge.manifest/1"), "this app reads 'ktedge.manifest/2'")
+        refused(good.replace("ktedge.manifest/3", "ktedge.manifest/2"), "this app reads 'ktedge.manifest/3'")
         refused(good.replace("\"layout\": \"NHWC\"", "\"layout\": \"CHW\""), "input.layout is 'CHW'")
         refused(good.replace("\"shape\": [1, 4, 4, 3]", "\"shape\": [1, 3, 4, 4]"), "does not fit layout NHWC and crop_size 4")
         refused(good.replace("\"quantization\": {\"scale\": 0.5, \"zero_point\": -3}", "\"quantization\": null"),
