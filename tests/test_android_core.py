@@ -20,6 +20,7 @@ from ktedge.benchmarks.stage import check_latency
 from ktedge.export.manifest import load_manifest
 from ktedge.export.preprocess import Crop, decode, face_crop, load_image, model_input
 from ktedge.export.runtimes import open_runner
+from tests.conftest import ONET
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "android_demo"
@@ -80,7 +81,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 
 ARTIFACTS = [("export", "tflite-int8-int8io"), ("export", "executorch-fp32"), ("export", "tflite-fp32"),
-             ("onet/export", "tflite-int8-int8io")]
+             (f"{ONET}/export", "tflite-int8-int8io")]
 
 
 @pytest.mark.parametrize("where, name", ARTIFACTS)
@@ -104,7 +105,7 @@ def test_the_app_feeds_the_model_what_ktedge_feeds_it(exported, core, photos, wh
             assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
 
 
-@pytest.mark.parametrize("where, name", [("export", "tflite-int8"), ("onet/export", "tflite-int8-int8io")])
+@pytest.mark.parametrize("where, name", [("export", "tflite-int8"), (f"{ONET}/export", "tflite-int8-int8io")])
 def test_the_app_decodes_runtime_outputs_as_ktedge_does(exported, core, photos, tmp_path, where, name):
     """The artifact's real outputs on a real photo, decoded by Kotlin and by Python: the same
     landmarks (image pixels), box and face probability."""
