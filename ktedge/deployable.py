@@ -119,9 +119,9 @@ def graph_sha256(program: torch.export.ExportedProgram) -> str:
     archive a serialization id), so two imports of one model agree here, not on the file's hash."""
     h = hashlib.sha256(program.graph_module.code.encode())
     for name, t in sorted({**program.state_dict, **program.constants}.items()):
-        t = t.detach().contiguous().cpu()
+        t = t.detach().cpu()
         h.update(f"{name}:{t.dtype}:{list(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -189,7 +189,7 @@ def import_model(out: str | Path, spec_path: str | Path, model: str | Path | Non
                      else {"sha256": sha256_json(factory)})}
     shape = _input_shape(original, where)
     if len(shape) != 4 or shape[1] != 3 or [int(shape[2]), int(shape[3])] != [size, size]:
-        raise KtedgeError(f"{where}: the model takes {[str(d) for d in shape]}; the spec says (1, 3, {size}, {size})")
+        raise KtedgeError(f"{where}: the model takes {[str(d) for d in shape]}; {spec_path} says (1, 3, {size}, {size})")
     static = isinstance(shape[0], int)
     if static and shape[0] != 1:
         raise KtedgeError(f"{where}: the model was exported for batch {shape[0]}; export it for batch 1 or any batch")
