@@ -47,7 +47,8 @@ FORMAT = "ktedge.kt_ablation/1"
 CACHE_FORMAT = "ktedge.kt_ablation_cache/1"
 PLANS = ("full", "headline")
 SPLIT = "val"  # the held-out faces train/metrics.json reports on
-CONTROL, ALL = "priors:none", "priors:all"
+CONTROL, ALL, ALL_SHUFFLED = "priors:none", "priors:all", "priors:all-shuffled"
+SHUFFLED = "shuffled:"  # an encoder key's prefix: its embeddings permuted across faces
 MAX_SUBSET_PRIORS = 3  # every subset of up to 3 priors (8 cells); with more: none, each one, all
 P_DROP_SWEEP = (0.25, 0.5, 0.75)
 P_CANON_SWEEP = (0.25, 0.5)
@@ -70,9 +71,10 @@ def cache_path(out: Path) -> Path:
 
 
 def encoder_keys(cfg: Config) -> list[str]:
-    """A name per encoder of the run, canonical first: its task, numbered where tasks repeat."""
+    """A name per encoder of the run, canonical first: its task, and where a task repeats, the
+    encoder's index after the first (landmarks, face, landmarks#2)."""
     tasks = [cfg.model.canonical.task, *(p.task for p in cfg.model.priors)]
-    return [t if tasks.count(t) == 1 else f"{t}#{i}" for i, t in enumerate(tasks)]
+    return [t if t not in tasks[:i] else f"{t}#{i}" for i, t in enumerate(tasks)]
 
 
 def _task_of(key: str) -> str:
@@ -88,15 +90,26 @@ def _load_cache(path: Path) -> dict | None:
 
 
 def _embeddings(cache: dict) -> Embeddings:
-    return Embeddings(cache["train"], cache["val"], cache["y_train"], cache["y_val"])
+    """The cached embeddings, plus a shuffled copy of each encoder's (SHUFFLED + key): the same
+    vectors, permuted across faces, so a prior token carries no knowledge of the face it is on."""
+    emb = Embeddings(dict(cache["train"]), dict(cache["val"]), cache["y_train"], cache["y_val"])
+    for split in (emb.train, emb.val):
+        for key in list(split):
+            perm = torch.randperm(len(split[key]), generator=torch.Generator().manual_seed(0))
+            split[SHUFFLED + key] = split[key][perm]
+    return emb
 
 
 def cached_embeddings(out: Path, model: KTModel, cfg: Config, checkpoint_sha256: str, bar) -> Embeddings:
     """Every encoder's embeddings of the train and held-out faces, from the cache when it was
     computed from this checkpoint, else computed (encoders frozen, eval mode) and cached."""
     cache = _load_cache(cache_path(out))
-    if cache is not None and cache.get("checkpoint_sha256") == checkpoint_sha256:
-        return _embeddings(cache)
+    if cache is None or cache.get("checkpoint_sha256") != checkpoint_sha256:
+        cache = _compute_embeddings(out, model, cfg, checkpoint_sha256, bar)
+    return _embeddings(cache)
+
+
+def _compute_embeddings(out: Path, model: KTModel, cfg: Config, checkpoint_sha256: str, bar) -> dict:
     keys = encoder_keys(cfg)
     encoders = dict(zip(keys, [model.canonical, *model.priors]))
     row = bar.add_task("faces + the frozen encoders' embeddings", total=2 * len(keys), info="")
@@ -110,20 +123,20 @@ def cached_embeddings(out: Path, model: KTModel, cfg: Config, checkpoint_sha256:
                 emb[split][key] = torch.cat([enc(images[i:i + 256]) for i in range(0, len(images), 256)])
             bar.update(row, advance=1)
         emb[f"y_{split}"] = {task: t[task] for task in PER_FACE if task in fs.labelled}
-    write_serialized(cache_path(out), lambda f: torch.save({"format": CACHE_FORMAT, "checkpoint_sha256": checkpoint_sha256,
-                                                            "split": SPLIT, **emb}, f))
-    return Embeddings(emb["train"], emb["val"], emb["y_train"], emb["y_val"])
+    cache = {"format": CACHE_FORMAT, "checkpoint_sha256": checkpoint_sha256, "split": SPLIT, **emb}
+    write_serialized(cache_path(out), lambda f: torch.save(cache, f))
+    return cache
 
 
 def plan_cells(cfg: Config, emb: Embeddings, plan: str) -> dict[str, list[Cell]]:
-    """Per canonical task, the cells to train: the run's canonical encoder every cell of the plan,
-    each other encoder with labels (full plan) the control and all priors."""
+    """Per canonical encoder (its key), the cells to train: the run's canonical encoder every cell
+    of the plan, each other encoder with labels (full plan) the control and all priors."""
     if plan not in PLANS:
         raise KtedgeError(f"kt ablation: plan '{plan}' is not one of {', '.join(PLANS)}")
     a = cfg.model.adapter
     default = (a.p_drop, a.p_all, a.p_canon)
     keys = encoder_keys(cfg)
-    variants = [k for k in keys if _task_of(k) in emb.y_val]
+    variants = [k for k in keys if _task_of(k) in emb.y_val]  # encoders whose task has labels
     cells: dict[str, list[Cell]] = {}
     for canonical in variants if plan == "full" else variants[:1]:
         priors = tuple(k for k in keys if k != canonical)
@@ -135,30 +148,35 @@ def plan_cells(cfg: Config, emb: Embeddings, plan: str) -> dict[str, list[Cell]]
             subsets = [(), priors]
         rows = [Cell(CONTROL if not s else ALL if s == priors else "priors:" + "+".join(s), "priors", canonical, s, *default)
                 for s in subsets]
-        if plan == "full" and main:
+        if plan == "full" and main:  # all priors with no knowledge of the face: tokens, not knowledge
+            rows.append(Cell(ALL_SHUFFLED, "priors", canonical, tuple(SHUFFLED + k for k in priors), *default))
             masks = {"mask:no-drop": (0.0, 0.0, 0.0),
                      **{f"mask:p_drop={p}": (p, a.p_all, a.p_canon) for p in P_DROP_SWEEP},
                      "mask:p_all=0": (a.p_drop, 0.0, a.p_canon),
                      **{f"mask:p_canon={p}": (a.p_drop, a.p_all, p) for p in P_CANON_SWEEP}}
             rows += [Cell(k, "mask", canonical, priors, *m) for k, m in masks.items() if m != default]
-        cells[_task_of(canonical)] = rows
+        cells[canonical] = rows
     return cells
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """Models of one task that share their prior tokens, trained together in one worker."""
+    """Models of one canonical encoder that share their prior tokens, trained together in one worker."""
     task: str
     runs: tuple[tuple[Cell, int], ...]  # (cell, seed)
 
+    @property
+    def canonical(self) -> str:
+        return self.runs[0][0].canonical
 
-def chunks(runs: list[tuple[str, Cell, int]]) -> list[Chunk]:
-    """Every (task, cell, seed), grouped by task and prior tokens, at most CHUNK_MODELS a chunk,
-    the costliest first (so the workers finish together)."""
+
+def chunks(runs: list[tuple[Cell, int]]) -> list[Chunk]:
+    """Every (cell, seed), grouped by canonical encoder and prior tokens, at most CHUNK_MODELS a
+    chunk, the costliest first (so the workers finish together)."""
     groups: dict[tuple[str, tuple[str, ...]], list[tuple[Cell, int]]] = {}
-    for task, cell, seed in runs:
-        groups.setdefault((task, cell.priors), []).append((cell, seed))
-    out = [Chunk(task, tuple(rs[i:i + CHUNK_MODELS])) for (task, _), rs in groups.items()
+    for cell, seed in runs:
+        groups.setdefault((cell.canonical, cell.priors), []).append((cell, seed))
+    out = [Chunk(_task_of(canonical), tuple(rs[i:i + CHUNK_MODELS])) for (canonical, _), rs in groups.items()
            for i in range(0, len(rs), CHUNK_MODELS)]
     return sorted(out, key=lambda c: -len(c.runs) * (2 + len(c.runs[0][0].priors)))
 
@@ -177,8 +195,8 @@ def _train_chunk(chunk: Chunk) -> tuple[Chunk, list[dict], float]:
     w = _worker
     cpu = time.process_time()
     cfg, emb = w["cfg"], w["emb"]
-    head = TASKS[chunk.task].head(emb.train[chunk.runs[0][0].canonical].shape[1], cfg.model.head_hidden)
-    head.load_state_dict(w["baselines"][chunk.task])
+    head = TASKS[chunk.task].head(emb.train[chunk.canonical].shape[1], cfg.model.head_hidden)
+    head.load_state_dict(w["baselines"][chunk.canonical])
     models = train_cells(cfg, chunk.task, emb, list(chunk.runs), head, w["epochs"],
                          lambda: w["queue"].put(len(chunk.runs)))
     evals = [evaluate_cell(m, emb, cell, chunk.task) for m, (cell, _) in zip(models, chunk.runs)]
@@ -267,8 +285,8 @@ def _run(out: Path, plan: str, seeds: int, epochs: int | None, workers: int, res
               "encoders": {k: {"task": e.task, "backbone": e.backbone, "pretrained": e.pretrained or None,
                                "role": "canonical" if i == 0 else "prior"}
                            for i, (k, e) in enumerate(zip(keys, [cfg.model.canonical, *cfg.model.priors]))},
-              "tasks": {task: _task_result(cfg, task, rows, emb, *baselines[task], evals, seeds, resamples)
-                        for task, rows in cells.items()},
+              "tasks": {variant: _task_result(cfg, rows, emb, *baselines[variant], evals, seeds, resamples)
+                        for variant, rows in cells.items()},
               "workers": workers,
               "wall_s": {"embeddings": round(t_emb, 2), "adapters": round(t_train, 2),
                          "total": round(time.perf_counter() - t0, 2)},
@@ -283,15 +301,15 @@ def _run(out: Path, plan: str, seeds: int, epochs: int | None, workers: int, res
 
 
 def _baselines(cfg: Config, model: KTModel, emb: Embeddings, cells: dict[str, list[Cell]], bar) -> dict[str, tuple[dict, str]]:
-    """Per task, the canonical-alone decoder's state dict (d_c starts from it) and how it was made."""
+    """Per canonical encoder, the canonical-alone decoder's state dict (d_c starts from it) and how
+    it was made."""
     out = {}
-    for task, rows in cells.items():
-        canonical = rows[0].canonical
+    for canonical in cells:
         if canonical == encoder_keys(cfg)[0]:
-            out[task] = model.baseline_decoder.state_dict(), "the run's canonical decoder (trained with its encoder)"
+            out[canonical] = model.baseline_decoder.state_dict(), "the run's canonical decoder (trained with its encoder)"
         else:
-            head = fit_decoder(cfg, task, emb, canonical, cfg.train.canonical_epochs, bar, cfg.seed)
-            out[task] = head.state_dict(), (f"a fresh decoder trained on the frozen {canonical} encoder's cached embeddings "
+            head = fit_decoder(cfg, _task_of(canonical), emb, canonical, cfg.train.canonical_epochs, bar, cfg.seed)
+            out[canonical] = head.state_dict(), (f"a fresh decoder trained on the frozen {canonical} encoder's cached embeddings "
                                             f"({cfg.train.canonical_epochs} epochs, the run's recipe): the run kept no "
                                             "decoder for it")
     return out
@@ -300,57 +318,61 @@ def _baselines(cfg: Config, model: KTModel, emb: Embeddings, cells: dict[str, li
 def _train_converged(cfg: Config, out: Path, cells: dict[str, list[Cell]], baselines: dict[str, dict], seeds: int,
                      epochs: int, workers: int, bar) -> tuple[dict[tuple[str, str], dict[int, dict]], float]:
     """Seeds 0..S-1 of every cell; a training that collapsed (model/ablation.py `collapsed`) is
-    kept on record and replaced by the cell's next seed, at most S replacements a cell: the
-    figures are of trainings that converged, and how often each cell collapsed is a result too.
-    -> {(task, cell): {seed: evaluation}}, the CPU seconds."""
+    kept on record and replaced by the cell's next seeds, at most 2S trainings a cell: the figures
+    are of the first S (by seed) that converged, and how often each cell collapsed is a result too.
+    -> {(canonical encoder, cell): {seed: evaluation}}, the CPU seconds."""
     evals: dict[tuple[str, str], dict[int, dict]] = {}
     reported: set[tuple[str, str]] = set()
 
     def done(chunk: Chunk, ev: list[dict]) -> None:
         for (cell, seed), e in zip(chunk.runs, ev):
-            evals.setdefault((chunk.task, cell.key), {})[seed] = e
+            evals.setdefault((cell.canonical, cell.key), {})[seed] = e
         for cell in {cell for cell, _ in chunk.runs}:
-            got = evals[(chunk.task, cell.key)]
+            got = evals[(cell.canonical, cell.key)]
             v = [float(x["deploy"].mean()) for x in got.values() if not x["collapsed"]]
-            if (chunk.task, cell.key) not in reported and len(v) == seeds:
-                reported.add((chunk.task, cell.key))
-                console.print(f"  {chunk.task:<10} {cell.key:<24} deploy {TASKS[chunk.task].metric_name} "
+            if (cell.canonical, cell.key) not in reported and len(v) == seeds:
+                reported.add((cell.canonical, cell.key))
+                console.print(f"  {cell.canonical:<10} {cell.key:<24} deploy {TASKS[chunk.task].metric_name} "
                               f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f} ({seeds} seeds, {len(got) - len(v)} collapsed)")
 
-    todo = [(task, cell, s) for task, rows in cells.items() for cell in rows for s in range(seeds)]
+    todo = [(cell, s) for rows in cells.values() for cell in rows for s in range(seeds)]
     cpu, what = 0.0, "adapter + d_c"
     while todo:
         cpu += _train_all(chunks(todo), cfg, out, baselines, epochs, workers, bar, done, what)
         todo, what = [], "replacing collapsed trainings"
-        for task, rows in cells.items():
+        for rows in cells.values():
             for cell in rows:
-                got = evals[(task, cell.key)]
-                missing = min(seeds - sum(not e["collapsed"] for e in got.values()), 2 * seeds - len(got))
-                todo += [(task, cell, max(got) + 1 + i) for i in range(max(0, missing))]
+                got = evals[(cell.canonical, cell.key)]
+                missing = seeds - sum(not e["collapsed"] for e in got.values())
+                # twice the missing seeds at once: a cell that collapsed once tends to again, and
+                # one more round costs a whole training's wall time
+                extra = min(2 * missing, 2 * seeds - len(got)) if missing > 0 else 0
+                todo += [(cell, max(got) + 1 + i) for i in range(extra)]
         if todo:
             console.print(f"  {len(todo)} training(s) collapsed: retrained with new seeds")
     return evals, cpu
 
 
-def _task_result(cfg: Config, task: str, rows: list[Cell], emb: Embeddings, baseline: dict, how: str,
+def _task_result(cfg: Config, rows: list[Cell], emb: Embeddings, baseline: dict, how: str,
                  evals: dict, seeds: int, resamples: int) -> dict:
-    t = TASKS[task]
     canonical = rows[0].canonical
+    task = _task_of(canonical)
+    t = TASKS[task]
     head = t.head(emb.train[canonical].shape[1], cfg.model.head_hidden)
     head.load_state_dict(baseline)
     with torch.no_grad():
         base = per_face(task, head.eval()(emb.val[canonical]), emb.y_val[task])[None]  # (1, faces): one model
     used = {}
     for cell in rows:
-        got = evals[(task, cell.key)]
+        got = evals[(canonical, cell.key)]
         used[cell.key] = [s for s in sorted(got) if not got[s]["collapsed"]][:seeds] or sorted(got)[:seeds]
-    arms = {cell.key: {mode: np.stack([evals[(task, cell.key)][s][mode] for s in used[cell.key]])
+    arms = {cell.key: {mode: np.stack([evals[(canonical, cell.key)][s][mode] for s in used[cell.key]])
                        for mode in ("deploy", "ensemble") if cell.priors or mode == "deploy"} for cell in rows}
     lower = t.lower_is_better
     control = arms[CONTROL]["deploy"]
     cells = {}
     for cell in rows:
-        got = evals[(task, cell.key)]
+        got = evals[(canonical, cell.key)]
         ev = [got[s] for s in used[cell.key]]
         a = arms[cell.key]
         c = {"group": cell.group, "priors": list(cell.priors), "p_drop": cell.p_drop, "p_all": cell.p_all,
@@ -366,7 +388,10 @@ def _task_result(cfg: Config, task: str, rows: list[Cell], emb: Embeddings, base
         c["ensemble_vs_control"] = (paired_interval(a["ensemble"], control, lower, ("ensemble", "control"), resamples)
                                     if "ensemble" in a else None)
         cells[cell.key] = c
-    return {"metric": t.metric_name, "lower_is_better": lower, "canonical": canonical,
+    if ALL_SHUFFLED in cells:  # the same tokens, no knowledge of the face: what the knowledge adds
+        cells[ALL]["vs_shuffled"] = paired_interval(arms[ALL]["deploy"], arms[ALL_SHUFFLED]["deploy"], lower,
+                                                    ("deploy", "shuffled priors"), resamples)
+    return {"task": task, "metric": t.metric_name, "lower_is_better": lower, "canonical": canonical,
             "priors": [k for k in encoder_keys(cfg) if k != canonical],
             "canonical_alone": {"how": how, t.metric_name: float(base.mean())},
             "cells": cells, "headline": _headline(cells, float(base.mean()))}
@@ -386,6 +411,9 @@ def _headline(cells: dict, canonical: float) -> dict:
             "ensemble": kt.get("ensemble"), "deploy_vs_canonical": kt["vs_canonical"],
             "control_vs_canonical": control["vs_canonical"], "deploy_vs_control": vs,
             "ensemble_vs_control": kt["ensemble_vs_control"], "beats_control": vs["favours"] == "deploy",
+            "collapsed": {k: [len(c["collapsed_seeds"]), len(c["deploy_every_training"]["per_seed"])]
+                          for k, c in (("control", control), ("kt_deploy", kt))},
+            "deploy_vs_shuffled": kt.get("vs_shuffled"),
             "verdict": f"the knowledge token (KT deploy, all priors) {verdict}"}
 
 

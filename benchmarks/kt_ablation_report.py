@@ -7,8 +7,12 @@ from pathlib import Path
 from ktedge.atomic import atomic_path, read_json, sha256_file
 
 
-def _ms(s: dict | None) -> str:
-    return "-" if s is None else f"{s['mean']:.3f} ± {s['sd']:.3f}"
+def _ms(s: dict | None, seeds: int = 0) -> str:
+    """mean ± sd over seeds, and how many where fewer than `seeds` trainings converged."""
+    if s is None:
+        return "-"
+    n = len(s["per_seed"])
+    return f"{s['mean']:.3f} ± {s['sd']:.3f}" + (f" (only {n} converged)" if n < seeds else "")
 
 
 def _ci(iv: dict | None) -> str:
@@ -30,15 +34,17 @@ def _mask(c: dict) -> str:
 def headline_lines(result: dict) -> list[str]:
     """The headline in a few plain lines, for the script's output: canonical task first."""
     task, t = next(iter(result["tasks"].items()))
-    h, m = t["headline"], t["metric"]
+    h, m, n = t["headline"], t["metric"], result["seeds_per_cell"]
     return [f"{task} (held-out {m}, {result['held_out']['faces']} {result['held_out']['split']} faces, "
-            f"{result['seeds_per_cell']} converged seeds a cell, {'lower' if t['lower_is_better'] else 'higher'} is better):",
+            f"{result['seeds_per_cell']} seeds a cell, {'lower' if t['lower_is_better'] else 'higher'} is better):",
             f"  canonical alone   {h['canonical_alone']:.3f}",
-            f"  0-prior control   {_ms(h['control'])}   vs canonical {_ci(h['control_vs_canonical'])}",
-            f"  KT deploy         {_ms(h['kt_deploy'])}   vs canonical {_ci(h['deploy_vs_canonical'])}   "
+            f"  0-prior control   {_ms(h['control'], n)}   vs canonical {_ci(h['control_vs_canonical'])}",
+            f"  KT deploy         {_ms(h['kt_deploy'], n)}   vs canonical {_ci(h['deploy_vs_canonical'])}   "
             f"vs control {_ci(h['deploy_vs_control'])}",
             f"  ensemble          {_ms(h['ensemble'])}   vs control {_ci(h['ensemble_vs_control'])}",
-            f"  -> {h['verdict']}", *_collapse_lines(result)]
+            f"  -> {h['verdict']}",
+            "  collapsed trainings: 0-prior control {} of {}, KT deploy {} of {}".format(*h["collapsed"]["control"],
+                                                                                       *h["collapsed"]["kt_deploy"])]
 
 
 def _collapse_lines(result: dict) -> list[str]:
@@ -50,16 +56,17 @@ def _collapse_lines(result: dict) -> list[str]:
             + ", ".join(f"{task} {key} {k} of {n}" for task, key, k, n in rows)]
 
 
-def _headline_table(t: dict) -> str:
+def _headline_table(t: dict, n: int) -> str:
     h, m = t["headline"], t["metric"]
-    rows = [["canonical encoder alone", f"{h['canonical_alone']:.3f}", "-", "-"],
-            ["0-prior control (adapter + d_c, same epochs, no prior token)", _ms(h["control"]),
-             _ci(h["control_vs_canonical"]), "-"],
-            ["KT deploy {t_k, t_c} (trained with all priors)", _ms(h["kt_deploy"]), _ci(h["deploy_vs_canonical"]),
-             _ci(h["deploy_vs_control"])],
-            ["ensemble (all prior encoders run)", _ms(h["ensemble"]), "-", _ci(h["ensemble_vs_control"])]]
+    collapsed = {k: "{} of {}".format(*v) for k, v in h["collapsed"].items()}
+    rows = [["canonical encoder alone", f"{h['canonical_alone']:.3f}", "-", "-", "-"],
+            ["0-prior control (adapter + d_c, same epochs, no prior token)", _ms(h["control"], n),
+             _ci(h["control_vs_canonical"]), "-", collapsed["control"]],
+            ["KT deploy {t_k, t_c} (trained with all priors)", _ms(h["kt_deploy"], n), _ci(h["deploy_vs_canonical"]),
+             _ci(h["deploy_vs_control"]), collapsed["kt_deploy"]],
+            ["ensemble (all prior encoders run)", _ms(h["ensemble"], n), "-", _ci(h["ensemble_vs_control"]), "-"]]
     return _table(["model", f"held-out {m} (mean ± sd over seeds)", "vs canonical alone: difference [95 % CI]",
-                   "vs 0-prior control: difference [95 % CI]"], rows)
+                   "vs 0-prior control: difference [95 % CI]", "trainings collapsed"], rows)
 
 
 def _cells_table(t: dict) -> str:
@@ -89,6 +96,12 @@ def _plain(task: str, t: dict) -> str:
     if compared > 2 and helped:
         s += (f" ({compared} cells are compared with the control at 95 %: about {0.05 * compared:.1f} "
               "would come out significant by chance alone.)")
+    shuffled = h.get("deploy_vs_shuffled")
+    if shuffled:
+        c = t["cells"]["priors:all-shuffled"]
+        s += (f" With the priors' embeddings shuffled across faces (the same tokens, no knowledge of the face): "
+              f"deploy {_ms(c['deploy'])}, real priors minus shuffled {_ci(shuffled)}; "
+              f"{len(c['collapsed_seeds'])} of {len(c['deploy_every_training']['per_seed'])} trainings collapsed.")
     ens = h.get("ensemble_vs_control")
     if ens and ens["favours"] == "ensemble":
         s += " With the prior encoders running (ensemble) the priors do help, so they carry knowledge the token does not keep."
@@ -127,7 +140,7 @@ def ablation_section(out: Path) -> str | None:
                   f"priors: {', '.join(t['priors'])})", ""]
         if i:
             parts += [f"Canonical alone here is {t['canonical_alone']['how']}.", ""]
-        parts += [_headline_table(t), "", _plain(task, t), ""]
+        parts += [_headline_table(t, result["seeds_per_cell"]), "", _plain(task, t), ""]
         if len(t["cells"]) > 2:
             parts += [_cells_table(t), ""]
     parts += ["![KT ablation](report/kt_ablation.png)", ""]
