@@ -146,8 +146,8 @@ def plan_cells(cfg: Config, emb: Embeddings, plan: str) -> dict[str, list[Cell]]
                        if len(priors) <= MAX_SUBSET_PRIORS else [(), *((p,) for p in priors), priors])
         else:
             subsets = [(), priors]
-        rows = [Cell(CONTROL if not s else ALL if s == priors else "priors:" + "+".join(s), "priors", canonical, s, *default)
-                for s in subsets]
+        rows = [Cell(CONTROL if not s else ALL if s == priors else "priors:" + "+".join(s), "priors", canonical, s,
+                     *default) for s in subsets]
         if plan == "full" and main:  # all priors with no knowledge of the face: tokens, not knowledge
             rows.append(Cell(ALL_SHUFFLED, "priors", canonical, tuple(SHUFFLED + k for k in priors), *default))
             masks = {"mask:no-drop": (0.0, 0.0, 0.0),
@@ -204,32 +204,45 @@ def _train_chunk(chunk: Chunk) -> tuple[Chunk, list[dict], float]:
 
 
 def _train_all(jobs: list[Chunk], cfg: Config, out: Path, baselines: dict[str, dict], epochs: int, workers: int,
-               bar, on_done: Callable[[Chunk, list[dict]], None], what: str) -> float:
-    """Every chunk over `workers` processes (one thread each), progress in model-epochs; `on_done`
-    gets each chunk's evaluations as it finishes. -> the CPU seconds the chunks took."""
-    row = bar.add_task(f"KT ablation: {what} (model-epochs)", total=epochs * sum(len(c.runs) for c in jobs), info="")
+               bar, on_done: Callable[[Chunk, list[dict]], list[Chunk]]) -> float:
+    """Every chunk over `workers` processes (one thread each), and the chunks `on_done` returns
+    as each finishes (replacements, started at once), progress in model-epochs. -> CPU seconds."""
+    total = epochs * sum(len(c.runs) for c in jobs)
+    row = bar.add_task("KT ablation: adapter + d_c (model-epochs)", total=total, info="")
     cpu = 0.0
+
+    def finished(result: tuple[Chunk, list[dict], float]) -> list[Chunk]:
+        nonlocal cpu, total
+        chunk, evals, seconds = result
+        cpu += seconds
+        new = on_done(chunk, evals)
+        total += epochs * sum(len(c.runs) for c in new)
+        bar.update(row, total=total)
+        return new
+
     if workers <= 1:
         _init_worker(cfg, cache_path(out), baselines, epochs, _Advance(bar, row))
-        for job in jobs:
-            chunk, evals, seconds = _train_chunk(job)
-            on_done(chunk, evals)
-            cpu += seconds
+        todo = list(jobs)
+        while todo:
+            chunk = todo.pop(0)
+            todo[:0] = finished(_train_chunk(chunk))
         return cpu
     ctx = mp.get_context("spawn")  # a fresh interpreter: no torch threads or locks inherited
     q = ctx.Queue()
     with ctx.Pool(workers, _init_worker, (cfg, cache_path(out), baselines, epochs, q)) as pool:
-        pending = [pool.apply_async(_train_chunk, (job,)) for job in jobs]
-        while pending:
+        # One chunk per worker in flight, the rest waiting here: a replacement goes to the front,
+        # not behind everything the pool was already given.
+        waiting, pending = list(jobs), []
+        while waiting or pending:
+            while waiting and len(pending) < workers:
+                pending.append(pool.apply_async(_train_chunk, (waiting.pop(0),)))
             try:
                 bar.update(row, advance=q.get(timeout=0.5))
             except queue.Empty:
                 pass
             for r in [r for r in pending if r.ready()]:
-                chunk, evals, seconds = r.get()  # re-raises a worker's error
-                on_done(chunk, evals)
-                cpu += seconds
                 pending.remove(r)
+                waiting[:0] = finished(r.get())  # get() re-raises a worker's error
     return cpu
 
 
@@ -280,8 +293,10 @@ def _run(out: Path, plan: str, seeds: int, epochs: int | None, workers: int, res
     result = {"format": FORMAT, "plan": plan, "checkpoint_sha256": sha,
               "held_out": {"split": SPLIT, "source": held_out_source(cfg, SPLIT), "faces": len(emb.val[keys[0]])},
               "seeds_per_cell": seeds, "adapter_epochs": epochs,
-              "adapter": {k: getattr(cfg.model.adapter, k) for k in ("dim", "heads", "layers", "p_drop", "p_all", "p_canon")},
-              "bootstrap": {"resamples": resamples, "level": 0.95, "resampled": "faces (paired) and seeds (within each arm)"},
+              "adapter": {k: getattr(cfg.model.adapter, k)
+                          for k in ("dim", "heads", "layers", "p_drop", "p_all", "p_canon")},
+              "bootstrap": {"resamples": resamples, "level": 0.95,
+                            "resampled": "faces (paired) and seeds (within each arm)"},
               "encoders": {k: {"task": e.task, "backbone": e.backbone, "pretrained": e.pretrained or None,
                                "role": "canonical" if i == 0 else "prior"}
                            for i, (k, e) in enumerate(zip(keys, [cfg.model.canonical, *cfg.model.priors]))},
@@ -300,18 +315,20 @@ def _run(out: Path, plan: str, seeds: int, epochs: int | None, workers: int, res
     return result
 
 
-def _baselines(cfg: Config, model: KTModel, emb: Embeddings, cells: dict[str, list[Cell]], bar) -> dict[str, tuple[dict, str]]:
+def _baselines(cfg: Config, model: KTModel, emb: Embeddings, cells: dict[str, list[Cell]],
+               bar) -> dict[str, tuple[dict, str]]:
     """Per canonical encoder, the canonical-alone decoder's state dict (d_c starts from it) and how
     it was made."""
     out = {}
     for canonical in cells:
         if canonical == encoder_keys(cfg)[0]:
-            out[canonical] = model.baseline_decoder.state_dict(), "the run's canonical decoder (trained with its encoder)"
+            out[canonical] = (model.baseline_decoder.state_dict(),
+                              "the run's canonical decoder (trained with its encoder)")
         else:
             head = fit_decoder(cfg, _task_of(canonical), emb, canonical, cfg.train.canonical_epochs, bar, cfg.seed)
-            out[canonical] = head.state_dict(), (f"a fresh decoder trained on the frozen {canonical} encoder's cached embeddings "
-                                            f"({cfg.train.canonical_epochs} epochs, the run's recipe): the run kept no "
-                                            "decoder for it")
+            out[canonical] = head.state_dict(), (f"a fresh decoder trained on the frozen {canonical} encoder's "
+                                                 f"cached embeddings ({cfg.train.canonical_epochs} epochs, the run's "
+                                                 "recipe): the run kept no decoder for it")
     return out
 
 
@@ -320,37 +337,40 @@ def _train_converged(cfg: Config, out: Path, cells: dict[str, list[Cell]], basel
     """Seeds 0..S-1 of every cell; a training that collapsed (model/ablation.py `collapsed`) is
     kept on record and replaced by the cell's next seeds, at most 2S trainings a cell: the figures
     are of the first S (by seed) that converged, and how often each cell collapsed is a result too.
-    -> {(canonical encoder, cell): {seed: evaluation}}, the CPU seconds."""
+    A cell's replacements are decided once all its trainings so far are back, so which seeds are
+    trained never depends on the workers' timing. -> {(canonical, cell): {seed: evaluation}}, CPU s."""
     evals: dict[tuple[str, str], dict[int, dict]] = {}
-    reported: set[tuple[str, str]] = set()
+    scheduled = {(cell.canonical, cell.key): list(range(seeds)) for rows in cells.values() for cell in rows}
 
-    def done(chunk: Chunk, ev: list[dict]) -> None:
+    def done(chunk: Chunk, ev: list[dict]) -> list[Chunk]:
         for (cell, seed), e in zip(chunk.runs, ev):
             evals.setdefault((cell.canonical, cell.key), {})[seed] = e
-        for cell in {cell for cell, _ in chunk.runs}:
-            got = evals[(cell.canonical, cell.key)]
-            v = [float(x["deploy"].mean()) for x in got.values() if not x["collapsed"]]
-            if (cell.canonical, cell.key) not in reported and len(v) == seeds:
-                reported.add((cell.canonical, cell.key))
-                console.print(f"  {cell.canonical:<10} {cell.key:<24} deploy {TASKS[chunk.task].metric_name} "
-                              f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f} ({seeds} seeds, {len(got) - len(v)} collapsed)")
+        new = []
+        for cell in dict.fromkeys(cell for cell, _ in chunk.runs):
+            key, got = (cell.canonical, cell.key), evals[(cell.canonical, cell.key)]
+            if len(got) < len(scheduled[key]):
+                continue  # more of this cell still training
+            ok = [float(x["deploy"].mean()) for _, x in sorted(got.items()) if not x["collapsed"]]
+            name, lost = f"  {cell.canonical:<10} {cell.key:<24}", len(got) - len(ok)
+            if len(ok) >= seeds or len(got) >= 2 * seeds:
+                ok = ok[:seeds]
+                figure = (f"{np.mean(ok):.3f} ± {np.std(ok, ddof=1) if len(ok) > 1 else 0:.3f}" if ok else "-")
+                console.print(f"{name} deploy {TASKS[chunk.task].metric_name} {figure} ({len(ok)} seeds; "
+                              f"{lost} of {len(got)} trainings collapsed)")
+                continue
+            # twice the missing seeds at once: a cell that collapsed once tends to again
+            extra = list(range(len(got), len(got) + min(2 * (seeds - len(ok)), 2 * seeds - len(got))))
+            scheduled[key] += extra
+            console.print(f"{name} {lost} of {len(got)} trainings collapsed: training seeds "
+                          f"{extra[0]}..{extra[-1]}")
+            new += chunks([(cell, s) for s in extra])
+        return new
 
-    todo = [(cell, s) for rows in cells.values() for cell in rows for s in range(seeds)]
-    cpu, what = 0.0, "adapter + d_c"
-    while todo:
-        cpu += _train_all(chunks(todo), cfg, out, baselines, epochs, workers, bar, done, what)
-        todo, what = [], "replacing collapsed trainings"
-        for rows in cells.values():
-            for cell in rows:
-                got = evals[(cell.canonical, cell.key)]
-                missing = seeds - sum(not e["collapsed"] for e in got.values())
-                # twice the missing seeds at once: a cell that collapsed once tends to again, and
-                # one more round costs a whole training's wall time
-                extra = min(2 * missing, 2 * seeds - len(got)) if missing > 0 else 0
-                todo += [(cell, max(got) + 1 + i) for i in range(extra)]
-        if todo:
-            console.print(f"  {len(todo)} training(s) collapsed: retrained with new seeds")
-    return evals, cpu
+    jobs = chunks([(cell, s) for rows in cells.values() for cell in rows for s in range(seeds)])
+    # The 0-prior control collapses most often (4 of 9 trainings on the default run): start its
+    # chunks first, so its replacements overlap the other cells instead of trailing them.
+    jobs.sort(key=lambda c: c.runs[0][0].key != CONTROL)
+    return evals, _train_all(jobs, cfg, out, baselines, epochs, workers, bar, done)
 
 
 def _task_result(cfg: Config, rows: list[Cell], emb: Embeddings, baseline: dict, how: str,
@@ -450,8 +470,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(line)
     n = sum(len(t["cells"]) for t in result["tasks"].values())
     w = result["wall_s"]
-    trained = sum(len(c["deploy_every_training"]["per_seed"]) for t in result["tasks"].values() for c in t["cells"].values())
-    console.print(f"KT ablation ({result['plan']}): {n} cells x {result['seeds_per_cell']} seeds ({trained} trainings), "
+    trained = sum(len(c["deploy_every_training"]["per_seed"])
+                  for t in result["tasks"].values() for c in t["cells"].values())
+    console.print(f"KT ablation ({result['plan']}): {n} cells x {result['seeds_per_cell']} seeds "
+                  f"({trained} trainings), "
                   f"{result['adapter_epochs']} "
                   f"epochs each, in {w['total']:.1f} s wall ({w['embeddings']:.1f} s faces + embeddings, "
                   f"{w['adapters']:.1f} s adapters on {result['workers']} worker(s), {result['cpu_s']['adapters']:.0f} "

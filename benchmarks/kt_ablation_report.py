@@ -73,9 +73,11 @@ def _cells_table(t: dict) -> str:
     rows = []
     for key, c in t["cells"].items():
         trained = len(c["deploy_every_training"]["per_seed"])
-        rows.append([key, "+".join(c["priors"]) or "none", _mask(c), f"{len(c['seeds'])} ({trained - len(c['seeds'])})",
+        rows.append([key, "+".join(c["priors"]) or "none", _mask(c),
+                     f"{len(c['seeds'])} ({len(c['collapsed_seeds'])} of {trained} collapsed)",
                      _ms(c["deploy"]), _ci(c["vs_canonical"]), _ci(c["vs_control"]), _ms(c.get("ensemble"))])
-    return _table(["cell", "prior tokens in training", "p_drop / p_all / p_canon", "seeds (collapsed)", f"deploy {t['metric']}",
+    return _table(["cell", "prior tokens in training", "p_drop / p_all / p_canon", "seeds (trainings collapsed)",
+                   f"deploy {t['metric']}",
                    "vs canonical alone [95 % CI]", "vs 0-prior control [95 % CI]", "ensemble"], rows)
 
 
@@ -104,7 +106,8 @@ def _plain(task: str, t: dict) -> str:
               f"{len(c['collapsed_seeds'])} of {len(c['deploy_every_training']['per_seed'])} trainings collapsed.")
     ens = h.get("ensemble_vs_control")
     if ens and ens["favours"] == "ensemble":
-        s += " With the prior encoders running (ensemble) the priors do help, so they carry knowledge the token does not keep."
+        s += (" With the prior encoders running (ensemble) the priors do help, so they carry knowledge the token "
+              "does not keep.")
     return s
 
 
@@ -122,14 +125,15 @@ def ablation_section(out: Path) -> str | None:
         parts += ["**Stale**: this ablation was measured on an earlier checkpoint; re-run "
                   f"`python -m ktedge.benchmarks.kt_ablation --out {out}`.", ""]
     parts += [f"The adapter + d_c trained again on the run's frozen encoders' cached embeddings, "
-              f"{result['adapter_epochs']} epochs per cell, {result['seeds_per_cell']} seeds per cell ({result['plan']} plan); "
+              f"{result['adapter_epochs']} epochs per cell, {result['seeds_per_cell']} seeds per cell "
+              f"({result['plan']} plan); "
               f"held out: the `{ho['split']}` split, {ho['faces']} faces ({ho['source']}). The 0-prior control is "
               "the same adapter trained the same epochs with no prior token: it separates the priors from "
               "more decoder training. Intervals: paired bootstrap over the held-out faces, seeds resampled "
               f"within each arm, {b['resamples']} resamples, 95 %; a difference is significant only where its "
               f"interval excludes 0. A training whose held-out output came out the same for every face "
               "(it diverged at the peak learning rate: every ReLU of d_c dead) is counted as collapsed and "
-              "replaced by the cell's next seed; the figures are of trainings that converged. "
+              "replaced by the cell's next seeds; the figures are of trainings that converged. "
               f"Whole ablation: {result['wall_s']['total']:.0f} s wall on {result['workers']} worker(s).", ""]
     collapses = _collapse_lines(result)
     if collapses:

@@ -2,8 +2,8 @@
 
 A cell is one way of training the adapter + d_c: which prior tokens it may see (none is the
 control for "more decoder training": the same adapter, epochs and recipe, with no prior token)
-and the drop-mask setting. Each cell is trained per seed with the run's own `fit` recipe, d_c
-starting from the canonical-alone decoder as in `ktedge train`.
+and the drop-mask setting. Each cell is trained per seed with the recipe of `ktedge train`'s
+adapter stage (`fit`), d_c starting from the canonical-alone decoder, many models at once.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from torch.func import functional_call, stack_module_state, vmap
 from ktedge.config import AdapterConfig, Config
 from ktedge.model.adapter import KTAdapter, drop_mask
 from ktedge.model.data.synth import OUTER_EYE_CORNERS
-from ktedge.model.train import fit
 from ktedge.model.tasks import TASKS, TaskHead
+from ktedge.model.train import fit
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Cell:
     key: str  # e.g. "priors:none", "priors:face+age", "mask:p_drop=0.25"
     group: str  # "priors" (which priors) or "mask" (the drop-mask setting, all priors)
     canonical: str  # encoder key of the canonical encoder
-    priors: tuple[str, ...]  # encoder keys of the prior tokens the adapter sees in training
+    priors: tuple[str, ...]  # embedding keys of the prior tokens the adapter sees in training
     p_drop: float
     p_all: float
     p_canon: float
@@ -55,23 +55,30 @@ class CellModel(nn.Module):
     def forward(self, e_c: torch.Tensor, e_priors: list[torch.Tensor], key_mask: torch.Tensor) -> torch.Tensor:
         """A training step's output under an explicit drop mask: KTAdapter.forward, computed for
         the one row the adapter uses. The last block runs only the knowledge token's query (the
-        other tokens are still its keys and values), as broadcasts rather than tiny matmuls, and
-        every Linear sees a 2-D input (under vmap a 3-D one becomes per-sample outer products).
+        other tokens are still its keys and values), everything of t_k alone (its LayerNorm, query,
+        key, value) once rather than per face, attention as broadcasts rather than tiny matmuls,
+        and every Linear on a 2-D input (under vmap a 3-D one becomes per-sample outer products).
         The ablation's trainings are bound by this step; a test holds it equal to KTAdapter.forward."""
         ad = self.adapter
-        x = torch.cat([ad.knowledge.expand(e_c.shape[0], -1, -1), ad.canonical(e_c)[:, None],
-                       *(proj(e)[:, None] for proj, e in zip(ad.priors, e_priors))], 1)  # (B, 2 + n, D)
-        for blk in ad.blocks[:-1]:
-            x = blk(x, key_mask)
+        b = e_c.shape[0]
+        tokens = torch.cat([ad.canonical(e_c)[:, None], *(proj(e)[:, None] for proj, e in zip(ad.priors, e_priors))], 1)
+        t_k = ad.knowledge.reshape(1, -1)  # (1, D)
+        for blk in ad.blocks[:-1]:  # earlier blocks (layers > 1) need every row
+            x = blk(torch.cat([t_k.expand(b, -1)[:, None], tokens], 1), key_mask)
+            t_k, tokens = x[:, 0], x[:, 1:]
         blk = ad.blocks[-1]
-        b, n, d = x.shape
+        n, d = tokens.shape[1], tokens.shape[2]
         att, heads = blk.attn, blk.attn.heads
-        h = blk.norm1(x).reshape(b * n, d)
-        k, v = (lin(h).reshape(b, n, heads, d // heads) for lin in (att.k, att.v))
-        q = att.q(h.reshape(b, n, d)[:, 0]).reshape(b, 1, heads, d // heads)
-        score = (q * k).sum(-1) * (d // heads) ** -0.5  # (B, N, H)
+        h_k, h = blk.norm1(t_k), blk.norm1(tokens).reshape(b * n, d)
+
+        def keys(lin: nn.Linear) -> torch.Tensor:  # t_k's row, then the other tokens': (B, 1 + n, H, d)
+            return torch.cat([lin(h_k).expand(b, -1)[:, None], lin(h).reshape(b, n, d)], 1).reshape(b, n + 1, heads, -1)
+
+        k, v = keys(att.k), keys(att.v)
+        q = att.q(h_k).reshape(-1, 1, heads, d // heads)  # (1 or B, 1, H, d)
+        score = (q * k).sum(-1) * (d // heads) ** -0.5  # (B, 2 + n, H)
         weight = score.masked_fill(~key_mask[:, :, None], float("-inf")).softmax(1)
-        o_k = x[:, 0] + att.proj((weight[..., None] * v).sum(1).reshape(b, d))  # (B, D)
+        o_k = t_k + att.proj((weight[..., None] * v).sum(1).reshape(b, d))  # (B, D)
         o_k = o_k + blk.mlp(blk.norm2(o_k))
         return self.decoder(e_c + ad.out(o_k))
 
@@ -108,8 +115,9 @@ def _loss(cfg: Config, task: str) -> nn.Module:
 def fit_decoder(cfg: Config, task: str, emb: Embeddings, encoder: str, epochs: int, bar, seed: int) -> TaskHead:
     """A fresh decoder for `task` on a frozen encoder's embeddings: the canonical-alone model of an
     encoder whose own training head was discarded (the priors'), with the run's recipe."""
-    torch.manual_seed(seed)
-    head = TASKS[task].head(emb.train[encoder].shape[1], cfg.model.head_hidden)
+    with torch.random.fork_rng():  # seeded here without moving the caller's random stream
+        torch.manual_seed(seed)
+        head = TASKS[task].head(emb.train[encoder].shape[1], cfg.model.head_hidden)
     loss_fn = _loss(cfg, task)
     x_tr, x_val, y_tr, y_val = emb.train[encoder], emb.val[encoder], emb.y_train[task], emb.y_val[task]
 
@@ -127,16 +135,18 @@ def train_cells(cfg: Config, task: str, emb: Embeddings, runs: list[tuple[Cell, 
     """The adapter + d_c of every (cell, seed) in `runs`, trained `epochs` on the cached embeddings.
 
     The run's recipe (`fit`: AdamW, one-cycle schedule, batches in the seed's order), but models
-    that share their prior tokens are trained side by side in one vmapped step: a step of one model
-    is a few hundred tiny ops, and batched they cost half as much per model on CPU. Per model the
-    gradient and the AdamW update (elementwise; fused, the same arithmetic) are exactly its own.
+    that share their prior tokens are trained side by side in one vmapped step: a step of one
+    model is a few hundred tiny ops, and batched they cost about half as much per model on CPU.
+    Per model the gradient and the AdamW update (elementwise; fused, the same arithmetic) are
+    exactly its own.
     A seed fixes the adapter's initialisation, the batch order and the drop masks' random draws,
     so cells differing only in mask probabilities see the same draws (a paired comparison)."""
     models = []
     for cell, seed in runs:
-        torch.manual_seed(seed)  # the adapter's initialisation
-        models.append(CellModel(emb.train[cell.canonical].shape[1], [emb.train[p].shape[1] for p in cell.priors],
-                                cfg.model.adapter, copy.deepcopy(baseline).requires_grad_(True)).train())
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # the adapter's initialisation
+            models.append(CellModel(emb.train[cell.canonical].shape[1], [emb.train[p].shape[1] for p in cell.priors],
+                                    cfg.model.adapter, copy.deepcopy(baseline).requires_grad_(True)).train())
     priors = {cell.priors for cell, _ in runs}
     if len(priors) != 1 or len({cell.canonical for cell, _ in runs}) != 1:
         raise ValueError("train_cells: the cells trained together must share their canonical encoder and priors")
@@ -185,7 +195,8 @@ def evaluate_cell(model: CellModel, emb: Embeddings, cell: Cell, task: str) -> d
     e_p = [emb.val[k] for k in (cell.priors or [k for k in emb.val if k != cell.canonical])]
     perm = torch.randperm(len(e_c), generator=torch.Generator().manual_seed(0))
     seen, deploy = model.decode(e_c, e_p), model.decode(e_c)
-    out = {"deploy": per_face(task, deploy, y), "collapsed": collapsed(deploy, y), "prior_tokens": len(model.adapter.priors),
+    out = {"deploy": per_face(task, deploy, y), "collapsed": collapsed(deploy, y),
+           "prior_tokens": len(model.adapter.priors),
            "prior_influence": float((seen - model.decode(e_c, [e[perm] for e in e_p])).abs().mean())}
     if cell.priors:
         out["ensemble"] = per_face(task, seen, y)
