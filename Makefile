@@ -15,7 +15,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # The Android app's core module compiles and runs its tests on the desktop JVM with Debian's
-# Kotlin, JUnit and Gson (tests/test_android_core.py; skipped outside CI when these are missing).
+# Kotlin, JUnit and Gson, and the app's runtime wrappers compile against stubs of the pinned
+# LiteRT/ExecuTorch APIs (tests/test_android_core.py, tests/test_android_app_compiles.py; skipped
+# outside CI when these are missing).
 android-core-deps:
 	@if command -v kotlinc >/dev/null && [ -f /usr/share/java/junit4.jar ] && [ -f /usr/share/java/gson.jar ]; then :; \
 	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

@@ -20,6 +20,8 @@ APP_PACKAGE = "org.ktedge.demo"
 APP_ACTIVITY = ".BenchmarkActivity"
 APP_FILES = f"/sdcard/Android/data/{APP_PACKAGE}/files"  # the app reads here; apps cannot read /data/local/tmp
 APP_RESULT = f"{APP_FILES}/latency.json"
+# The artifacts each runner takes.
+RUNNER_FORMATS = {"benchmark_model": ("tflite",), "executor_runner": ("executorch",), "app": ("tflite", "executorch")}
 DELEGATE_FLAGS = {"xnnpack": ["--use_xnnpack=true"], "cpu": ["--use_xnnpack=false"], "gpu": ["--use_gpu=true"],
                   "nnapi": ["--use_nnapi=true"], "npu": ["--use_nnapi=true", "--nnapi_accelerator_name=npu"]}
 

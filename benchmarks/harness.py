@@ -95,10 +95,11 @@ def resize(image_nchw: np.ndarray, h: int, w: int) -> np.ndarray:
 def artifact_loader(artifact_dir: Path, face: np.ndarray, threads: int) -> tuple[Callable, np.ndarray]:
     """-> (load, the face at the artifact's crop size)."""
     from ktedge.export.manifest import load_manifest
-    from ktedge.export.runtimes import RUNTIME_MODULES, open_runner
+    from ktedge.export.registry import formats
+    from ktedge.export.runtimes import open_runner
 
     manifest = load_manifest(artifact_dir)
-    for module in RUNTIME_MODULES[manifest["format"]]:  # import time is not load time
+    for module in formats()[manifest["format"]].runtime_modules:  # import time is not load time
         importlib.import_module(module)
     size = manifest["preprocessing"]["crop_size"]
     return lambda: open_runner(artifact_dir, threads=threads), resize(face, size, size)

@@ -18,38 +18,51 @@ from ktedge.atomic import read_json, write_json
 
 TARGETS = {"int8_fp32_latency": ("<=", 0.35), "int8_fp32_size": ("<=", 0.30),
            "deploy_canonical_latency": ("<=", 1.05), "ensemble_deploy_latency": (">=", 2.0)}
-LATENCY_FORMATS = ("executorch", "tflite", "onnx")  # what runs on this host
-FLOAT_NAME = {"executorch": "executorch-fp32", "tflite": "tflite-fp32", "onnx": "onnx-fp32", "coreml": "coreml-fp32"}
-INT8_NAME = {"executorch": "executorch-int8", "tflite": "tflite-int8", "onnx": "onnx-int8", "coreml": "coreml-w8"}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else round(a / b, 4)
 
 
-def median_ms(results: list[dict]) -> dict[str, float]:
-    """{target: median latency (ms)} of the targets measured ok."""
-    return {r["target"]: r["latency_ms"]["median"] for r in results
-            if r["status"] == "ok" and r.get("latency_ms", {}).get("median") is not None}
+def ratio_artifacts() -> dict[str, tuple[str, str, bool]]:
+    """format -> (its fp32 artifact, the int8 one its ratios take, whether it runs here), from the registry."""
+    from ktedge.export.registry import formats, runs_here
+
+    out = {}
+    for name, f in formats().items():
+        fp32 = next(e for e in f.exporters if e.reference)
+        int8 = next(e for e in f.exporters if e.int8_ratio)
+        out[name] = (fp32.name, int8.name, runs_here(fp32))
+    return out
+
+
+def median_ms(results: list[dict], role: str) -> dict[str, float]:
+    """{artifact: median latency (ms)} of one role's targets measured ok (the artifact's own name)."""
+    return {r["target"].rsplit("/", 1)[-1]: r["latency_ms"]["median"] for r in results
+            if r.get("role") == role and r["status"] == "ok" and r.get("latency_ms", {}).get("median") is not None}
 
 
 def compute_ratios(latency: dict, index: dict) -> dict:
     """latency.json (host) and export/index.json -> the ratios block of summary.json."""
-    med = median_ms(latency["results"])
+    names = ratio_artifacts()
+    deploy = median_ms(latency["results"], "deploy")
+    canonical, ensemble = median_ms(latency["results"], "canonical_alone"), median_ms(latency["results"], "ensemble")
     size = {a["name"]: a["size_bytes"] for a in index["artifacts"] if a["ok"]}
-    lat = {f: _ratio(med.get(INT8_NAME[f]), med.get(FLOAT_NAME[f])) for f in LATENCY_FORMATS}
-    sizes = {f: _ratio(size.get(INT8_NAME[f]), size.get(FLOAT_NAME[f])) for f in FLOAT_NAME}
-    deploy = {f: _ratio(med.get(FLOAT_NAME[f]), med.get(f"canonical-alone/{FLOAT_NAME[f]}")) for f in LATENCY_FORMATS}
-    ensemble = {f: _ratio(med.get(f"ensemble/{FLOAT_NAME[f]}"), med.get(FLOAT_NAME[f])) for f in LATENCY_FORMATS}
+    here = {f: v for f, v in names.items() if v[2]}
+    lat = {f: _ratio(deploy.get(i8), deploy.get(fp)) for f, (fp, i8, _) in here.items()}
+    sizes = {f: _ratio(size.get(i8), size.get(fp)) for f, (fp, i8, _) in names.items()}
+    by_deploy = {f: _ratio(deploy.get(fp), canonical.get(fp)) for f, (fp, _, _) in here.items()}
+    by_ensemble = {f: _ratio(ensemble.get(fp), deploy.get(fp)) for f, (fp, _, _) in here.items()}
 
     def known(d: dict) -> list[float]:
         return [v for v in d.values() if v is not None]
     # One number each for the two model comparisons: the median over the runtimes; per runtime beside it.
     return {"int8_fp32_latency": lat, "int8_fp32_size": sizes,
-            "deploy_canonical_latency": statistics.median(known(deploy)) if known(deploy) else None,
-            "ensemble_deploy_latency": statistics.median(known(ensemble)) if known(ensemble) else None,
-            "deploy_canonical_latency_by_runtime": deploy, "ensemble_deploy_latency_by_runtime": ensemble,
-            "int8_name": INT8_NAME, "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()}}
+            "deploy_canonical_latency": statistics.median(known(by_deploy)) if known(by_deploy) else None,
+            "ensemble_deploy_latency": statistics.median(known(by_ensemble)) if known(by_ensemble) else None,
+            "deploy_canonical_latency_by_runtime": by_deploy, "ensemble_deploy_latency_by_runtime": by_ensemble,
+            "int8_name": {f: i8 for f, (_, i8, _) in names.items()},
+            "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()}}
 
 
 def meets(name: str, value: float | None) -> bool | None:

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 from ktedge.atomic import atomic_path, read_json, write_text
-from ktedge.benchmarks.ratios import FLOAT_NAME, table_rows
+from ktedge.benchmarks.ratios import ratio_artifacts, table_rows
 
-MODEL_LABELS = {"ensemble": "ensemble (all priors + adapter)", "kt-deploy": "KT deploy {t_k, t_c}",
-                "canonical-alone": "canonical encoder alone"}
+ROLE_LABELS = {"deploy": "the deployed model", "canonical_alone": "canonical encoder alone",
+               "ensemble": "ensemble (all priors + adapter)"}
+ROLE_COLOURS = {"deploy": "#1f77b4", "ensemble": "#d62728", "canonical_alone": "#2ca02c", "published": "#9467bd",
+                "peer": "#7f7f7f"}
 
 
 def _f(v: float | None, fmt: str = ".3f", suffix: str = "") -> str:
@@ -30,46 +32,46 @@ def _gate(a: dict) -> str:
     return "pass" if a["passed"] else "**FAIL** " + ", ".join(a.get("failed_tasks") or [])
 
 
-def artifact_table(summary: dict) -> str:
+def artifact_table(artifacts: list[dict], metric: str) -> str:
     """format x precision x size x metric x drift x latency x speed-up over the format's fp32."""
-    arts = [a for a in summary["artifacts"] if a.get("exported", True)]
-    fp32 = {a["format"]: (a["latency_ms"] or {}).get("median") for a in arts if a["name"] == FLOAT_NAME.get(a["format"])}
-    metric = summary["train"]["metric"] or "metric"
+    arts = [a for a in artifacts if a.get("exported", True)]
+    fp32_names = {f: fp for f, (fp, _, _) in ratio_artifacts().items()}
+    fp32 = {a["format"]: (a["latency_ms"] or {}).get("median") for a in arts if a["name"] == fp32_names[a["format"]]}
     rows = []
     for a in arts:
         lat = a["latency_ms"] or {}
         base = fp32.get(a["format"])
         speedup = f"{base / lat['median']:.2f}x" if base and lat.get("median") else "-"
-        where = a["bench_reason"] if a.get("bench_status") == "skipped" else ""
-        rows.append([a["format"], a["precision"] + ("" if a["variant"] in ("xnnpack", "mlprogram", "float-io", "qdq", "float")
-                                                    else f" ({a['variant']})"),
-                     f"{a['size_bytes'] / 1e6:.2f} MB", _f(a["metric"]), _f(None if a["drift_rel"] is None
-                                                                            else 100 * a["drift_rel"], ".2f", "%"),
+        rows.append([a["format"], f"{a['precision']} ({a['variant']})", f"{a['size_bytes'] / 1e6:.2f} MB",
+                     _f(a["metric"]), _f(None if a["drift_rel"] is None else 100 * a["drift_rel"], ".2f", "%"),
                      _gate(a), _f(lat.get("median")), _f(lat.get("p90")),
-                     speedup if not where else "not run here"])
+                     "not run here" if a.get("bench_status") == "skipped" else speedup])
+    failed = [[a["format"], a["precision"], "-", "-", "-", f"**export failed**: {a.get('error', '')[:120]}", "-", "-",
+               "-"] for a in artifacts if not a.get("exported", True)]
     return _md_table(["format", "precision", "size", metric, "drift", "gate", "median ms", "p90 ms",
-                      "speed-up vs fp32"], rows)
+                      "speed-up vs fp32"], rows + failed)
+
+
+def train_table(train: dict) -> str:
+    """The trained model beside what it is measured against (train/metrics.json's `compare`)."""
+    rows = train["compare"]
+    names = list(rows[0]["metrics"])
+    return _md_table(["model", *names], [[r["label"], *(_f(r["metrics"].get(n)) for n in names)] for r in rows])
 
 
 def comparison_table(summary: dict, latency: dict) -> str:
-    """Ensemble vs KT deploy vs canonical alone: held-out accuracy and fp32 latency per runtime."""
-    med = {r["target"]: r for r in latency["results"] if r["status"] == "ok"}
+    """The deployed model and its comparison models: held-out accuracy (training's) and fp32 latency per runtime."""
+    compare = {r["key"]: r for r in summary["train"].get("compare", [])}
+    runtimes = [(f, fp) for f, (fp, _, here) in ratio_artifacts().items() if here]
     metric = summary["train"]["metric"]
-    keys = {"ensemble": "ensemble", "kt-deploy": "kt_deploy", "canonical-alone": "canonical_alone"}
     rows = []
-    for model, label in MODEL_LABELS.items():
-        acc = (summary["train"].get(keys[model]) or {}).get(metric)
-        cells = [label, _f(acc)]
-        for fmt in ("executorch", "tflite", "onnx"):
-            target = FLOAT_NAME[fmt] if model == "kt-deploy" else f"{model}/{FLOAT_NAME[fmt]}"
-            r = med.get(target)
-            cells.append(_f(r["latency_ms"]["median"]) if r else "-")
-        size = next((r.get("size_bytes") for r in latency["results"] if r["target"] ==
-                     (FLOAT_NAME["tflite"] if model == "kt-deploy" else f"{model}/{FLOAT_NAME['tflite']}")), None)
-        cells.append(_f(None if size is None else size / 1e6, ".2f", " MB"))
-        rows.append(cells)
-    return _md_table(["model", f"held-out {metric}", "ExecuTorch ms", "LiteRT ms", "onnxruntime ms",
-                      "size (tflite fp32)"], rows)
+    for role, key in (("ensemble", "ensemble"), ("deploy", "kt_deploy"), ("canonical_alone", "canonical_alone")):
+        measured = {r["target"].rsplit("/", 1)[-1]: r for r in latency["results"]
+                    if r.get("role") == role and r["status"] == "ok"}
+        row = compare.get(key, {"label": ROLE_LABELS[role], "metrics": {}})
+        rows.append([row["label"], _f(row["metrics"].get(metric)),
+                     *(_f(measured[fp]["latency_ms"]["median"]) if fp in measured else "-" for _, fp in runtimes)])
+    return _md_table(["model", f"held-out {metric}", *(f"{f} fp32 ms" for f, _ in runtimes)], rows)
 
 
 def ratio_table(ratios: dict) -> str:
@@ -78,11 +80,34 @@ def ratio_table(ratios: dict) -> str:
     return _md_table(["ratio", "where", "value", "target", ""], rows)
 
 
-def other_rows_table(latency: dict) -> str:
-    """The published MTCNN O-Net and MediaPipe's models, same interpreter, same threads."""
+def published_section(out: Path, summary: dict) -> list[str]:
+    """Each published model deployed beside the run's: its tasks and agreement per artifact, in its runtime."""
+    parts = []
+    for name, pub in (summary.get("published") or {}).items():
+        run = out / "published" / name
+        validation = read_json(run / "validate" / "accuracy.json") or {}
+        ref = ", ".join(f"{t} {r['metric']} {r['value']:.3f}" for t, r in (pub.get("fp32_torch") or {}).items())
+        parts += [f"### {name}", "", f"On {pub.get('faces')}; the float program: {ref}.", ""]
+        rows = []
+        for art in (a for a in summary["artifacts"] if a["model"] == name and a.get("exported", True)):
+            v = validation.get("artifacts", {}).get(art["name"], {})
+            tasks = "; ".join(f"{t} {g['value']:.2f} ({100 * g['drift_rel']:.1f}% of {100 * g['gate_rel']:.1f}%)"
+                              for t, g in (v.get("tasks") or {}).items())
+            agree = "; ".join(f"{o} NME {g['nme_vs_fp32']:.2f}%" for o, g in (v.get("outputs") or {}).items()
+                              if "nme_vs_fp32" in g)
+            lat = art.get("latency_ms") or {}
+            rows.append([art["name"], f"{art['size_bytes'] / 1e6:.2f} MB", tasks or "-", agree or "-", _gate(art),
+                         _f(lat.get("median")), _f(lat.get("p90"))])
+        parts += [_md_table(["artifact", "size", "tasks (drift of gate)", "points vs fp32", "gate", "median ms",
+                             "p90 ms"], rows), ""]
+    return parts
+
+
+def peers_table(latency: dict) -> str:
+    """MediaPipe's own face models in the same interpreter, same threads."""
     rows = []
     for r in latency["results"]:
-        if r["model"] in ("mtcnn-onet",) or r["model"].startswith("mediapipe"):
+        if r.get("role") == "peer":
             lat = r.get("latency_ms") or {}
             rows.append([r["target"], r["format"], r["precision"], _f((r.get("size_bytes") or 0) / 1e6, ".2f", " MB"),
                          _f(lat.get("median")), _f(lat.get("p90")),
@@ -97,40 +122,40 @@ def plot_latency(latency: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in latency["results"] if r["status"] == "ok"]
-    colors = {"kt-deploy": "#1f77b4", "ensemble": "#d62728", "canonical-alone": "#2ca02c", "mtcnn-onet": "#9467bd"}
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
     y = range(len(rows))
     med = [r["latency_ms"]["median"] for r in rows]
     p90 = [r["latency_ms"]["p90"] - r["latency_ms"]["median"] for r in rows]
-    ax.barh(list(y), med, xerr=[[0] * len(rows), p90], color=[colors.get(r["model"], "#7f7f7f") for r in rows])
+    ax.barh(list(y), med, xerr=[[0] * len(rows), p90], color=[ROLE_COLOURS.get(r.get("role"), "#7f7f7f") for r in rows])
     ax.set_yticks(list(y), [r["target"] for r in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel(f"latency ms (median, whisker to p90; {latency['protocol']['threads']} thread(s))")
     ax.set_title(f"latency on {latency['device']['name']}")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in [*colors.values(), "#7f7f7f"]]
-    ax.legend(handles, [*colors, "MediaPipe peers"], fontsize=7, loc="lower right")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ROLE_COLOURS.values()]
+    ax.legend(handles, list(ROLE_COLOURS), fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
-def plot_accuracy_latency(summary: dict, path: Path) -> None:
+def plot_accuracy_latency(summary: dict, metric: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [a for a in summary["artifacts"] if a.get("validated") and a.get("latency_ms")]
+    pts = [a for a in summary["artifacts"] if a["model"] == summary["model"] and a.get("validated")
+           and a.get("latency_ms")]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    markers = {"executorch": "o", "tflite": "s", "onnx": "^", "coreml": "D"}
+    markers = dict(zip(ratio_artifacts(), "os^D"))
     for a in pts:
-        ax.scatter(a["latency_ms"]["median"], a["metric"], marker=markers[a["format"]], s=50)
+        ax.scatter(a["latency_ms"]["median"], a["metric"], marker=markers.get(a["format"], "o"), s=50)
         ax.annotate(a["name"], (a["latency_ms"]["median"], a["metric"]), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
     ax.set_xlabel("median latency ms (host)")
-    ax.set_ylabel(f"held-out {summary['train']['metric']} (lower is better)")
-    ax.set_title("accuracy vs latency of the exported KT deploy model")
+    ax.set_ylabel(f"held-out {metric}")
+    ax.set_title(f"accuracy vs latency of {summary['model']}'s artifacts")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -138,67 +163,67 @@ def plot_accuracy_latency(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def system_table(train: dict) -> str:
-    """A system of the family (model.system other than kt): its held-out metrics beside its
-    baseline of the same size (and, for multi-source transfer, its teachers)."""
-    names = list(train["system_model"])
-    rows = [["system", train["system_model"]], ["baseline of the same size", train["baseline"]]]
-    if "teachers" in train:
-        rows.append(["teachers (a head on their embeddings)", train["teachers"]])
-    return _md_table(["model", *names], [[label, *(_f(m[n]) for n in names)] for label, m in rows])
+def faces_in_words(out: Path) -> str:
+    return (read_json(out / "validate" / "accuracy.json") or {}).get("faces_source") or "the run's held-out faces"
 
 
-def faces_in_words(train: dict) -> str:
-    data = train.get("data") or {"format": "synthetic"}
-    return "synthetic labelled faces" if data["format"] == "synthetic" else data["held_out"]
+def quantization_section(q: dict) -> list[str]:
+    parts = ["## Quantization", "", _md_table(
+        ["backend", "worst task drift", "gates", "float layers"],
+        [[b, _f(100 * r["drift_rel"] if r.get("drift_rel") is not None else None, ".2f", "%"),
+          "pass" if r.get("passed") else "**FAIL**", ", ".join(r.get("float_layers") or []) or "-"]
+         for b, r in q.items()]), ""]
+    # Every task's gate: the configured drift, widened to what the held-out faces resolve.
+    parts += [_md_table(["backend", "task", "metric", "fp32", "int8", "drift", "resolution", "gate", "decisions agree"],
+                        [[b, t, r["metric"], _f(r["fp32"]), _f(r["value"]), _f(100 * r["drift_rel"], ".2f", "%"),
+                          _f(100 * r["resolution_rel"], ".2f", "%"), _f(100 * r["gate_rel"], ".2f", "%"),
+                          _f(100 * r["decisions_agree"] if "decisions_agree" in r else None, ".1f", "%")]
+                         for b, res in q.items() for t, r in (res.get("tasks") or {}).items()]), ""]
+    return parts
 
 
 def write_report(out: Path, summary: dict) -> Path:
     """summary.json + bench/host/latency.json -> report.md and its PNGs."""
     latency = read_json(out / "bench" / "host" / "latency.json")
     train = summary["train"]
-    metric = train["metric"]
-    parts = [f"# ktedge run `{out.name}`", ""]
+    metric = train["metric"] or "metric"
+    name = summary.get("model") or out.name
+    parts = [f"# ktedge run `{out.name}`: {name}", ""]
     if latency is not None:
         d, p = latency["device"], latency["protocol"]
         parts += [f"Measured on {d['name']} ({d.get('cpu', '')}, {d.get('cores', '?')} cores, {d.get('os', '')}); "
                   f"{p['threads']} thread(s), {p['warmup']} warm-up runs, median/p90 of {p['iters']} timed runs.", ""]
-    faces = faces_in_words(train)
-    if "system_model" in train:
-        parts += [f"## {train['system']} (held-out, {faces})", "", system_table(train), ""]
-    parts += ["## Exported artifacts", "",
-              f"Task metric: held-out {metric} on {faces}; drift is |int8 - fp32| / fp32 against the "
-              f"fp32 torch model on the same faces; speed-up is over the same format's fp32 artifact.", "",
-              artifact_table(summary), ""]
+    if train.get("imported"):
+        src = train["imported"]
+        parts += [f"Imported by `ktedge import` from {src.get('path') or src.get('factory')} "
+                  f"(sha256 {src['sha256'][:12]}...); nothing was trained.", ""]
+    elif train.get("compare"):
+        parts += ["## Training (held-out validation faces)", "", train_table(train), ""]
+    parts += [f"## {name}'s artifacts", "",
+              f"Task metric: {metric} on {faces_in_words(out)}; drift is |int8 - fp32| / fp32 against the "
+              f"deployable's float program on the same faces; speed-up is over the same format's fp32 artifact.", "",
+              artifact_table([a for a in summary["artifacts"] if a["model"] == summary.get("model")], metric), ""]
     if summary.get("ratios"):
         parts += ["## Targets", "", ratio_table(summary["ratios"]), ""]
     if latency is not None:
         plot_latency(latency, out / "report" / "latency.png")
-        plot_accuracy_latency(summary, out / "report" / "accuracy_latency.png")
-        parts += ["## Ensemble vs KT deploy vs canonical encoder alone", "",
-                  "The same exporters, fp32; accuracy from the training stage's held-out faces.", "",
-                  comparison_table(summary, latency), "",
-                  "## Published models, same runtimes", "",
-                  "MTCNN O-Net (facenet-pytorch weights) through the same chain; MediaPipe's own face models "
-                  "in the same LiteRT interpreter.", "", other_rows_table(latency), "",
+        plot_accuracy_latency(summary, metric, out / "report" / "accuracy_latency.png")
+        if any(r.get("role") in ("ensemble", "canonical_alone") for r in latency["results"]):
+            parts += ["## The deployed model against its comparison models", "",
+                      "The same exporters, fp32; accuracy from the training stage's held-out faces.", "",
+                      comparison_table(summary, latency), ""]
+        if summary.get("published"):
+            parts += ["## Published models deployed beside it, same chain, same runtimes", "",
+                      *published_section(out, summary)]
+        parts += ["## MediaPipe's own face models, same LiteRT interpreter", "", peers_table(latency), "",
                   "![latency](report/latency.png)", "", "![accuracy vs latency](report/accuracy_latency.png)", ""]
-    q = summary.get("quantize") or {}
-    if q:
-        parts += ["## Quantization", "", _md_table(
-            ["backend", "worst task drift", "gates", "float layers"],
-            [[b, _f(100 * r["drift_rel"] if r.get("drift_rel") is not None else None, ".2f", "%"),
-              "pass" if r.get("passed") else "**FAIL**", ", ".join(r.get("float_layers") or []) or "-"]
-             for b, r in q.items()]), ""]
-        # Every task's gate: the configured drift, widened to what the held-out faces resolve.
-        parts += [_md_table(["backend", "task", "metric", "fp32", "int8", "drift", "resolution", "gate",
-                             "decisions agree"],
-                            [[b, t, r["metric"], _f(r["fp32"]), _f(r["value"]), _f(100 * r["drift_rel"], ".2f", "%"),
-                              _f(100 * r["resolution_rel"], ".2f", "%"), _f(100 * r["gate_rel"], ".2f", "%"),
-                              _f(100 * r["decisions_agree"] if "decisions_agree" in r else None, ".1f", "%")]
-                             for b, res in q.items() for t, r in (res.get("tasks") or {}).items()]), ""]
-    parts += [f"Fuse parity (deploy graph vs training graph): max abs error {_f(summary['fuse']['max_abs_error'], '.2e')}.",
-              "", "## Wall time", "",
-              _md_table(["stage", "seconds"], [[k, _f(v, ".1f")] for k, v in summary["wall_s"].items()]), ""]
+    if summary.get("quantize"):
+        parts += quantization_section(summary["quantize"])
+    if summary["fuse"].get("max_abs_error") is not None:
+        parts += [f"Deployable parity (its program against what it was made from): max abs error "
+                  f"{_f(summary['fuse']['max_abs_error'], '.2e')}.", ""]
+    parts += ["## Wall time", "", _md_table(["stage", "seconds"], [[k, _f(v, ".1f")] for k, v in summary["wall_s"].items()]),
+              ""]
     path = out / "report.md"
     write_text(path, "\n".join(parts))
     return path

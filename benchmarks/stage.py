@@ -1,10 +1,11 @@
 """`ktedge bench`: latency of every artifact under one protocol -> bench/<device>/latency.json.
 
 Host: one measurement process per runtime (ExecuTorch runtime, LiteRT interpreter, onnxruntime;
-Core ML is skipped off Apple with the reason), its targets timed interleaved (see harness).
-Comparisons in the same run: the KT deploy graph against the full ensemble (all priors + adapter)
-and the canonical encoder alone, exported by the same exporters; MediaPipe's face models as peers.
-Android (`--device android[:SERIAL]`): the same artifacts pushed and run over adb."""
+an artifact its format cannot run here, e.g. Core ML off Apple, is skipped with the reason), its
+targets timed interleaved (see harness). Measured in the same run: the run's model, its comparison
+models (the KT model's ensemble and canonical encoder alone), the published models deployed
+beside it and MediaPipe's face models as peers, all as the export stage wrote them: bench never
+exports. Android (`--device android[:SERIAL]`): the same artifacts pushed and run over adb."""
 from __future__ import annotations
 
 import io
@@ -17,79 +18,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from ktedge.atomic import read_json, sha256_file, sha256_json, write_bytes, write_json
+from ktedge.atomic import read_json, sha256_json, write_bytes, write_json
 from ktedge.config import Config
+from ktedge.deployable import load_deployable, published_runs
 from ktedge.errors import KtedgeError
-from ktedge.export.manifest import load_manifest
-from ktedge.export.registry import exporters
-from ktedge.export.source import ExportSource, batch_one, replace_prelu, task_output
-from ktedge.model.data.faces import generate_faces, split_seed
+from ktedge.export.manifest import artifact_dir, load_manifest
+from ktedge.export.registry import exporter_of
+from ktedge.export.runtimes import cannot_run
+from ktedge.model.data.datasets import split_faces
 from ktedge.progress import console, progress
 from ktedge.schema import check, load_schema
 
 SCHEMA_ID = "ktedge.latency/1"
-VARIANT_EXPORTERS = ("executorch-fp32", "tflite-fp32", "onnx-fp32")  # what the three-model comparison runs in
-VARIANT_RECIPE = 4  # bump when what the comparison models are changes
 
 
 def check_latency(data: dict, where: str) -> dict:
     return check(data, load_schema("ktedge.benchmarks", "latency.schema.json"), where, "latency results")
-
-
-class ModeModel(nn.Module):
-    """One of KTModel's comparison models as a plain module (raw RGB 0..255 in)."""
-
-    def __init__(self, model: nn.Module, mode: str):
-        super().__init__()
-        self.model, self.mode = model, mode
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.run(image, self.mode)
-
-
-def export_variants(cfg: Config, out: Path, bar) -> dict[str, Path]:
-    """The ensemble (as trained, eval mode) and the canonical encoder alone (folded like the deploy
-    graph, without the adapter), exported by the deploy graph's exporters; reused while the
-    checkpoint and this recipe are unchanged. -> {"<variant>/<exporter>": artifact dir}."""
-    from ktedge.export.stage import export_one
-    from ktedge.model.checkpoint import load_checkpoint
-
-    if cfg.model.system != "kt":
-        return {}  # the ensemble and canonical-alone comparison belongs to the KT model
-    ckpt = out / "train" / "checkpoint.pt"
-    digest = sha256_file(ckpt)
-    root = out / "bench" / "variants"
-    stamp = read_json(root / "stamp.json") or {}
-    registry = {e.name: e for exps in exporters().values() for e in exps}
-    names = [e for e in VARIANT_EXPORTERS if e.split("-")[0] in cfg.export.formats]  # the runtimes exported to
-    dirs = {f"{v}/{e}": root / v / e for v in ("ensemble", "canonical-alone") for e in names}
-    current = stamp.get("checkpoint_sha256") == digest and stamp.get("recipe") == VARIANT_RECIPE
-    if current and all((d / "manifest.json").is_file() for d in dirs.values()):
-        return dirs
-    model, _ = load_checkpoint(ckpt)
-    model = replace_prelu(model.eval())  # the O-Net prior's PReLU (see export.source)
-    from ktedge.model.fuse import fuse_canonical_alone
-
-    faces = generate_faces(4, split_seed(cfg.seed, "calibration"), cfg.data.image_size).tensors()["image"]
-    variants = {"ensemble": ModeModel(model, "ensemble"),
-                "canonical-alone": fuse_canonical_alone(model)}
-    task = bar.add_task("export comparison models", total=len(dirs), info="")
-    for variant, module in variants.items():
-        with torch.no_grad():
-            shape = list(module.eval()(faces[:1]).shape)
-        src = ExportSource(name=variant, program=batch_one(module, faces[:1].clone()), quantized={}, float_layers={},
-                           calibration=faces.numpy(), outputs=[task_output(cfg.model.canonical.task, shape)],
-                           crop="as the deploy model's", checkpoint_sha256=digest, observer=cfg.quantize.observer,
-                           program_sha256={"fp32": digest})
-        for name in names:
-            bar.update(task, info=f"{variant} {name}")
-            export_one(src, registry[name], root / variant)
-            bar.update(task, advance=1)
-    write_json(root / "stamp.json", {"checkpoint_sha256": digest, "recipe": VARIANT_RECIPE})
-    return dirs
 
 
 def _run_group(targets: list[str], image: Path, protocol: list[str], timeout_s: float) -> dict[str, dict]:
@@ -117,8 +62,8 @@ def _run_group(targets: list[str], image: Path, protocol: list[str], timeout_s: 
 MEASURED = ("load_ms", "first_ms", "latency_ms", "peak_rss_mb", "model_rss_mb", "threads")
 
 
-def _row(target: str, model: str, manifest: dict, measured: dict | None, reason: str | None = None) -> dict:
-    row = {"target": target, "model": model, **{k: manifest[k] for k in ("format", "precision", "runtime")},
+def _row(target: str, model: str, role: str, manifest: dict, measured: dict | None, reason: str | None = None) -> dict:
+    row = {"target": target, "model": model, "role": role, **{k: manifest[k] for k in ("format", "precision", "runtime")},
            "delegate": manifest["variant"], "size_bytes": manifest["size_bytes"]}
     if measured is None:
         return {**row, "status": "skipped", "reason": reason}
@@ -127,28 +72,30 @@ def _row(target: str, model: str, manifest: dict, measured: dict | None, reason:
     return {**row, "status": "ok", **{k: measured.get(k) for k in MEASURED}, **({"reason": reason} if reason else {})}
 
 
-def deploy_label(cfg: Config) -> str:
-    """The `model` of the deploy artifacts' rows: the KT model's, or another system's."""
-    return "kt-deploy" if cfg.model.system == "kt" else f"{cfg.model.system}-deploy"
-
-
-def _targets(cfg: Config, out: Path, bar) -> list[tuple[str, str, Path]]:
-    """(target name, model, artifact dir) for every artifact this bench covers."""
+def run_targets(out: Path) -> list[tuple[str, str, str, Path]]:
+    """(target name, model, role, artifact dir) of every artifact of the run: its model's, its
+    comparison models' (`<comparison>/<artifact>`) and its published models' (`<model>/<artifact>`)."""
     index = read_json(out / "export" / "index.json")
     if index is None:
         raise KtedgeError(f"{out / 'export' / 'index.json'}: nothing to benchmark (run `ktedge export` first)")
-    targets = [(a["name"], deploy_label(cfg), Path(a["path"]).parent) for a in index["artifacts"] if a["ok"]]
-    onet = read_json(out / "onet" / "export" / "index.json") or {"artifacts": []}
-    targets += [(f"onet/{a['name']}", "mtcnn-onet", Path(a["path"]).parent) for a in onet["artifacts"] if a["ok"]]
-    for key, d in export_variants(cfg, out, bar).items():
-        targets.append((key, key.split("/")[0], d))
+    deployable = load_deployable(out / "fuse")
+    targets = [(a["name"], deployable.name, "deploy", artifact_dir(out, a)) for a in index["artifacts"] if a["ok"]]
+    for folder, rows in index.get("comparisons", {}).items():
+        comparison = load_deployable(out / "fuse" / "comparisons" / folder)
+        targets += [(f"{folder}/{a['name']}", comparison.name, comparison.role, artifact_dir(out, a))
+                    for a in rows if a["ok"]]
+    for run in published_runs(out):
+        published = read_json(run / "export" / "index.json") or {"artifacts": []}
+        name = load_deployable(run / "fuse").name
+        targets += [(f"{name}/{a['name']}", name, "published", artifact_dir(run, a))
+                    for a in published["artifacts"] if a["ok"]]
     return targets
 
 
 def bench_face(cfg: Config, out: Path) -> Path:
-    """The one face crop every host target is fed (a face, not noise: some delegates take
-    data-dependent paths)."""
-    face = generate_faces(1, split_seed(cfg.seed, "test"), cfg.data.image_size).tensors()["image"].numpy()
+    """The one face crop every host target is fed, one of the run's held-out faces (a face, not
+    noise: some delegates take data-dependent paths); resized to each artifact's crop size."""
+    face = split_faces(cfg, "test", n=1).tensors()["image"].numpy()
     buf = io.BytesIO()
     np.save(buf, face.astype(np.float32))
     path = out / "bench" / "host" / "face.npy"
@@ -161,84 +108,86 @@ def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, ro
 
     protocol = ["--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters), "--rounds", str(rounds)]
     image = bench_face(cfg, out)
+    targets = run_targets(out)
     with progress() as bar:
-        targets = _targets(cfg, out, bar)
         rows: dict[str, dict] = {}
-        groups: dict[str, list[tuple[str, str, dict]]] = {}  # runtime -> (target, model, manifest)
+        groups: dict[str, list[tuple[str, str, str, dict]]] = {}  # runtime -> (target, model, role, manifest)
         specs: dict[str, str] = {}
-        for target, model, d in targets:
+        for target, model, role, d in targets:
             manifest = load_manifest(d)
-            if manifest["format"] == "coreml" or manifest["variant"] == "coreml":
-                rows[target] = _row(target, model, manifest, None, "Core ML runs only on macOS/iOS; not measured here")
+            why = cannot_run(manifest)
+            if why is not None:
+                rows[target] = _row(target, model, role, manifest, None, f"{manifest['runtime']}: {why}; not measured here")
             else:
-                groups.setdefault(manifest["format"], []).append((target, model, manifest))
+                groups.setdefault(manifest["format"], []).append((target, model, role, manifest))
                 specs[target] = f"artifact:{d}"
         for name, (member, _, what) in PEERS.items():
             path = peer_path(name)
             manifest = {"format": "tflite", "precision": "fp32", "runtime": "ai_edge_litert interpreter",
                         "variant": "xnnpack", "size_bytes": path.stat().st_size if path else 0}
             if path is None:
-                rows[name] = _row(name, name, manifest, None,
+                rows[name] = _row(name, name, "peer", manifest, None,
                                   "MediaPipe peer models not installed (`make install` extracts them)")
             else:
-                groups.setdefault("tflite", []).append((name, name, {**manifest, "note": what}))
+                groups.setdefault("tflite", []).append((name, name, "peer", {**manifest, "note": what}))
                 specs[name] = f"peer:{name}"
         task = bar.add_task("bench host", total=sum(len(g) for g in groups.values()), info="")
         for runtime, group in groups.items():
             bar.update(task, info=f"{runtime} ({len(group)} targets)")
-            measured = _run_group([specs[t] for t, _, _ in group], image, protocol, 120 + 30 * len(group))
-            for target, model, manifest in group:
-                rows[target] = _row(target, model, manifest, measured[specs[target]], manifest.get("note"))
+            measured = _run_group([specs[t] for t, _, _, _ in group], image, protocol, 120 + 30 * len(group))
+            for target, model, role, manifest in group:
+                rows[target] = _row(target, model, role, manifest, measured[specs[target]], manifest.get("note"))
             bar.update(task, advance=len(group))
     return {"schema": SCHEMA_ID,
             "device": {"kind": "host", "name": platform.node() or "host", "cpu": platform.processor() or platform.machine(),
                        "os": f"{platform.system()} {platform.release()}", "cores": os.cpu_count() or 1},
             "protocol": {"warmup": warmup, "iters": iters, "threads": threads, "rounds": rounds},
-            "results": [rows[t] for t, _, _ in targets] + [rows[n] for n in PEERS if n in rows]}
+            "results": [rows[t] for t, _, _, _ in targets] + [rows[n] for n in PEERS if n in rows]}
 
 
 def bench_android(cfg: Config, out: Path, serial: str | None, runner: str, runner_path: str | None, delegate: str,
                   adb: str, threads: int, warmup: int, iters: int) -> dict:
-    from ktedge.benchmarks.android import AdbError, DeviceGone, find_device, run_on_device
+    from ktedge.benchmarks.android import RUNNER_FORMATS, AdbError, DeviceGone, find_device, run_on_device
 
     if runner in ("benchmark_model", "executor_runner") and not runner_path:
         raise KtedgeError(f"--runner {runner} needs --runner-path: where the binary is on the phone "
                           f"(e.g. /data/local/tmp/{runner}, pushed there once)")
     dev = find_device(serial, adb)
     device = dev.info()
-    wanted = {"benchmark_model": ("tflite",), "executor_runner": ("executorch",), "app": ("tflite", "executorch")}[runner]
     rows, gone = [], None
-    index = read_json(out / "export" / "index.json") or {"artifacts": []}
-    targets = [Path(a["path"]) for a in index["artifacts"] if a["ok"]]
+    targets = [t for t in run_targets(out) if t[2] == "deploy"]
     with progress() as bar:
         task = bar.add_task(f"bench {device['name']}", total=len(targets), info="")
-        for path in targets:
-            manifest = load_manifest(path.parent)
-            name = path.parent.name
+        for name, model, role, folder in targets:
+            manifest = load_manifest(folder)
             bar.update(task, info=name)
-            if manifest["format"] not in wanted or manifest["variant"] == "coreml":
-                pass  # this runner does not run this format
+            if manifest["format"] not in RUNNER_FORMATS[runner] or exporter_of(manifest).apple_only:
+                pass  # this runner does not run this format, nor a phone an Apple-only artifact
             elif gone is not None:
-                rows.append(_row(name, deploy_label(cfg), manifest, {"error": gone}))
+                rows.append(_row(name, model, role, manifest, {"error": gone}))
             else:
                 try:
-                    m = run_on_device(dev, path, runner, runner_path, delegate, warmup, iters, threads)
-                    rows.append({**_row(name, deploy_label(cfg), manifest, {**m, "threads": threads}),
+                    m = run_on_device(dev, folder / manifest["file"], runner, runner_path, delegate, warmup, iters,
+                                      threads)
+                    rows.append({**_row(name, model, role, manifest, {**m, "threads": threads}),
                                  "runtime": runner, "delegate": m["delegate"]})
                 except DeviceGone as e:
                     gone = str(e)
-                    rows.append(_row(name, deploy_label(cfg), manifest, {"error": gone}))
+                    rows.append(_row(name, model, role, manifest, {"error": gone}))
                 except AdbError as e:
-                    rows.append(_row(name, deploy_label(cfg), manifest, {"error": str(e)}))
+                    rows.append(_row(name, model, role, manifest, {"error": str(e)}))
             bar.update(task, advance=1)
     return {"schema": SCHEMA_ID, "device": device, "protocol": {"warmup": warmup, "iters": iters, "threads": threads},
             "results": rows}
 
 
 def bench_inputs(cfg: Config, out: Path) -> str:
-    index = read_json(out / "export" / "index.json") or {}
-    return sha256_json({"artifacts": [a.get("sha256") for a in index.get("artifacts", [])],
-                        "bench": cfg.to_dict()["bench"], "variants": VARIANT_RECIPE})
+    """What the bench measured: every artifact of the run (by hash) and the protocol."""
+    indexes = [read_json(out / "export" / "index.json") or {}] + [read_json(r / "export" / "index.json") or {}
+                                                                 for r in published_runs(out)]
+    hashes = [a.get("sha256") for index in indexes
+              for rows in [index.get("artifacts", []), *index.get("comparisons", {}).values()] for a in rows]
+    return sha256_json({"artifacts": hashes, "bench": cfg.to_dict()["bench"]})
 
 
 def bench_is_current(cfg: Config, out: Path) -> bool:

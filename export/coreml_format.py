@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ktedge.export.registry import Exporter
+import collections
+
+from ktedge.export.registry import Exporter, Format, Invoke
 from ktedge.export.source import ExportSource, batch_one
 
 
@@ -52,10 +54,43 @@ def _w8a8(src: ExportSource, path: Path) -> dict:
     return _io(model)
 
 
+def _open(path: Path, manifest: dict, threads: int) -> Invoke:
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(path))
+    name = manifest["input"]["name"]
+    return lambda x: [model.predict({name: x})[o["tensor"]] for o in manifest["outputs"]]
+
+
+def structure(artifact_dir: Path, manifest: dict) -> dict:
+    """What can be checked of an .mlpackage without Core ML: the spec loads, its inputs/outputs
+    match the manifest, the weight storage is what the precision says, and the op count."""
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(artifact_dir / manifest["file"]), skip_model_load=True).get_spec()
+    fn = spec.mlProgram.functions["main"]
+    ops = collections.Counter(op.type for op in fn.block_specializations[fn.opset].operations)
+    inputs = [i.name for i in spec.description.input]
+    outputs = [o.name for o in spec.description.output]
+    want_out = [o.get("tensor", o["name"]) for o in manifest["outputs"]]
+    int8_weights = ops.get("constexpr_affine_dequantize", 0) + ops.get("constexpr_blockwise_shift_scale", 0)
+    expect = {"fp32": int8_weights == 0 and ops.get("cast", 0) == 0, "fp16": int8_weights == 0,
+              "w8": int8_weights > 0 and ops.get("quantize", 0) == 0,
+              "w8a8": int8_weights > 0 and ops.get("quantize", 0) > 0}[manifest["precision"]]
+    checks = {"inputs_match": inputs == [manifest["input"]["name"]], "outputs_match": outputs == want_out,
+              "weights_match_precision": expect}
+    return {"structure": {**checks, "ops": sum(ops.values()), "int8_weight_tensors": int8_weights,
+                          "activation_quantize_ops": ops.get("quantize", 0)},
+            "passed": all(checks.values())}
+
+
 RUNTIME = "Core ML (macOS/iOS; structural check elsewhere)"
-EXPORTERS = [
-    Exporter("coreml-fp32", "coreml", "fp32", "mlprogram", ".mlpackage", RUNTIME, None, _float("FLOAT32")),
-    Exporter("coreml-fp16", "coreml", "fp16", "mlprogram", ".mlpackage", RUNTIME, None, _float("FLOAT16")),
-    Exporter("coreml-w8", "coreml", "w8", "mlprogram", ".mlpackage", RUNTIME, None, _w8),
-    Exporter("coreml-w8a8", "coreml", "w8a8", "mlprogram", ".mlpackage", RUNTIME, "coreml", _w8a8),
-]
+FORMAT = Format("coreml", [
+    Exporter("coreml-fp32", "coreml", "fp32", "mlprogram", ".mlpackage", RUNTIME, None, _float("FLOAT32"),
+             reference=True, apple_only=True),
+    Exporter("coreml-fp16", "coreml", "fp16", "mlprogram", ".mlpackage", RUNTIME, None, _float("FLOAT16"),
+             apple_only=True),
+    Exporter("coreml-w8", "coreml", "w8", "mlprogram", ".mlpackage", RUNTIME, None, _w8, int8_ratio=True,
+             apple_only=True),
+    Exporter("coreml-w8a8", "coreml", "w8a8", "mlprogram", ".mlpackage", RUNTIME, "coreml", _w8a8, apple_only=True),
+], open=_open, structure=structure)

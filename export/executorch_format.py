@@ -1,11 +1,13 @@
 """ExecuTorch `.pte`: XNNPACK delegate (fp32; int8 from the XNNPACKQuantizer program) and the
-Core ML delegate (fp16, for Apple phones; it runs only there)."""
+Core ML delegate (fp16, for Apple phones; it runs only there). Run here in `executorch.runtime`."""
 from __future__ import annotations
 
 import copy
 from pathlib import Path
 
-from ktedge.export.registry import Exporter
+import numpy as np
+
+from ktedge.export.registry import Exporter, Format, Invoke
 from ktedge.export.source import ExportSource, batch_one
 
 
@@ -42,10 +44,28 @@ def _coreml_fp16(src: ExportSource, path: Path) -> dict:
     return {"notes": ["Core ML delegate: runs on iOS/macOS only; validated structurally here"]}
 
 
-EXPORTERS = [
-    Exporter("executorch-fp32", "executorch", "fp32", "xnnpack", ".pte", "executorch.runtime (XNNPACK)", None, _xnnpack(None)),
-    Exporter("executorch-int8", "executorch", "int8", "xnnpack", ".pte", "executorch.runtime (XNNPACK)", "executorch",
-             _xnnpack("executorch")),
-    Exporter("executorch-fp16-coreml", "executorch", "fp16", "coreml", ".pte", "executorch (Core ML delegate, Apple)", None,
-             _coreml_fp16),
-]
+def _open(path: Path, manifest: dict, threads: int) -> Invoke:
+    # The quantized kernels, for q/dq ops an int8 program with float layers may leave outside
+    # XNNPACK (seen: "Missing operator: quantized_decomposed::dequantize_per_channel.out").
+    import executorch.kernels.quantized  # noqa: F401
+    import torch
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+    from executorch.runtime import Runtime
+
+    if _threadpool_get_thread_count() != threads:  # XNNPACK's pool; the binding's only thread control
+        _unsafe_reset_threadpool(threads)
+    method = Runtime.get().load_program(path).load_method("forward")
+
+    def invoke(x: np.ndarray) -> list[np.ndarray]:
+        return [t.numpy() for t in method.execute([torch.from_numpy(x)])]
+    return invoke
+
+
+RUNTIME = "executorch.runtime (XNNPACK)"
+FORMAT = Format("executorch", [
+    Exporter("executorch-fp32", "executorch", "fp32", "xnnpack", ".pte", RUNTIME, None, _xnnpack(None), reference=True),
+    Exporter("executorch-int8", "executorch", "int8", "xnnpack", ".pte", RUNTIME, "executorch", _xnnpack("executorch"),
+             int8_ratio=True),
+    Exporter("executorch-fp16-coreml", "executorch", "fp16", "coreml", ".pte", "executorch (Core ML delegate, Apple)",
+             None, _coreml_fp16, apple_only=True),
+], open=_open, runtime_modules=["torch", "executorch.runtime"])

@@ -12,7 +12,7 @@ from ktedge.atomic import sha256_path, size_bytes
 from ktedge.errors import KtedgeError
 from ktedge.schema import check, load_schema
 
-SCHEMA_ID = "ktedge.manifest/2"  # 2: each output names its decoding kind
+SCHEMA_ID = "ktedge.manifest/3"  # 2: each output names its decoding kind; 3: its task, and the deployable it came from
 TOOLS = ("torch", "executorch", "litert-torch", "ai-edge-litert", "coremltools", "onnx", "onnxruntime", "ktedge")
 
 
@@ -56,3 +56,9 @@ def load_manifest(artifact_dir: str | Path, verify_hash: bool = True) -> dict:
     if verify_hash and sha256_path(artifact) != data["sha256"]:
         raise KtedgeError(f"{artifact}: sha256 does not match its manifest (file changed or torn); re-run `ktedge export`")
     return data
+
+
+def artifact_dir(run: Path, row: dict) -> Path:
+    """The folder of an export/index.json row: its path is relative to the run, so a copied or
+    moved run directory still points at its own files."""
+    return run / Path(row["path"]).parent

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ktedge.export.registry import Exporter
+from ktedge.export.registry import Exporter, Format, Invoke
 from ktedge.export.source import ExportSource
 
 TFLITE_INT8 = 9  # TensorType.INT8 in the TFLite schema
@@ -17,7 +17,11 @@ TFLITE_INT8 = 9  # TensorType.INT8 in the TFLite schema
 def _nhwc(module: torch.nn.Module, src: ExportSource) -> tuple[torch.nn.Module, tuple]:
     import litert_torch
 
-    return litert_torch.to_channel_last_io(module, args=[0]), (src.example.permute(0, 2, 3, 1).contiguous(),)
+    wrapped = litert_torch.to_channel_last_io(module, args=[0])
+    # An exported graph already is its eval form (its train()/eval() raise); say so on the wrapper,
+    # whose flag is all litert_torch reads, so it does not warn of "training mode".
+    wrapped.training = False
+    return wrapped, (src.example.permute(0, 2, 3, 1).contiguous(),)
 
 
 def signature_io(path: Path) -> tuple[dict, list[dict]]:
@@ -75,7 +79,7 @@ def _int8(src: ExportSource, path: Path) -> dict:
     from ktedge.quantize.quantizers import make_quantizer
 
     module, args = _nhwc(src.quantized["tflite"], src)
-    quantizer = make_quantizer("tflite", src.observer, src.float_layers["tflite"])
+    quantizer = make_quantizer("tflite", src.observer, src.quantization["tflite"]["float_layers"])
     litert_torch.convert(module, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
     return _manifest_io(path)
 
@@ -95,10 +99,22 @@ def _int8_io(src: ExportSource, path: Path) -> dict:
     return {**io, "notes": ["input is int8: q = round(pixel / scale) + zero_point, from the manifest", *notes]}
 
 
+def _open(path: Path, manifest: dict, threads: int) -> Invoke:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path), num_threads=threads).get_signature_runner()
+    key = next(iter(runner.get_input_details()))
+
+    def invoke(x: np.ndarray) -> list[np.ndarray]:
+        result = runner(**{key: x})
+        return [result[o["tensor"]] for o in manifest["outputs"]]
+    return invoke
+
+
 RUNTIME = "ai_edge_litert interpreter (XNNPACK)"
-EXPORTERS = [
-    Exporter("tflite-fp32", "tflite", "fp32", "float-io", ".tflite", RUNTIME, None, _fp32),
+FORMAT = Format("tflite", [
+    Exporter("tflite-fp32", "tflite", "fp32", "float-io", ".tflite", RUNTIME, None, _fp32, reference=True),
     Exporter("tflite-fp16", "tflite", "fp16", "float-io", ".tflite", RUNTIME, None, _fp16),
-    Exporter("tflite-int8", "tflite", "int8", "float-io", ".tflite", RUNTIME, "tflite", _int8),
+    Exporter("tflite-int8", "tflite", "int8", "float-io", ".tflite", RUNTIME, "tflite", _int8, int8_ratio=True),
     Exporter("tflite-int8-int8io", "tflite", "int8", "int8-io", ".tflite", RUNTIME, "tflite", _int8_io),
-]
+], open=_open, runtime_modules=["ai_edge_litert.interpreter"])

@@ -20,6 +20,19 @@ def _config(args: argparse.Namespace):
     return load_config(path, [parse_override(s) for s in args.set])
 
 
+def _runs(args: argparse.Namespace):
+    """The run and the published models' runs beside it, each with its config."""
+    from ktedge.pipeline import run_configs
+
+    return run_configs(_config(args), Path(args.out))
+
+
+def _name(run: Path) -> str:
+    from ktedge.deployable import load_deployable
+
+    return load_deployable(run / "fuse").name
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from ktedge.model.train import train
 
@@ -35,29 +48,41 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     _print_parity(parity, Path(args.out))
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from ktedge.config import parse_override
+    from ktedge.model.importer import import_model
+
+    record = import_model(args.out, args.spec, model=args.model, factory=args.factory, weights=args.weights,
+                          overrides=[parse_override(s) for s in args.set])
+    console.print(f"import: {', '.join(record['folded'])}; parity on {record['faces']} of the run's faces: max abs "
+                  f"error {record['max_abs_error']:.2e} (gate {record['tolerance']:.0e}) -> "
+                  f"{Path(args.out) / 'fuse' / 'deployable.json'}")
+    console.print(f"next: `ktedge run --out {args.out}` (quantize, export, validate, bench; nothing is trained)")
+
+
 def _print_parity(parity: dict, out: Path) -> None:
     p = parity["params"]
     removed = (f"{p['prior_encoders_removed']:,} prior-encoder parameters removed" if "prior_encoders_removed" in p
-               else f"of {p['trained_model']:,} trained")
+               else f"of {p.get('trained_model', p['deploy_graph']):,} trained")
     console.print(f"fuse: deploy graph {p['deploy_graph']:,} parameters ({removed}); parity on {parity['faces']} "
-                  f"held-out faces: max abs error "
-                  f"{parity['max_abs_error']:.2e} (gate {parity['tolerance']:.0e}), min cosine {parity['min_cosine']:.6f}"
-                  f" -> {out / 'fuse' / 'deploy.pt2'}")
+                  f"held-out faces: max abs error {parity['max_abs_error']:.2e} (gate {parity['tolerance']:.0e})"
+                  f" -> {out / 'fuse' / 'deployable.json'}")
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     from ktedge.quantize.stage import quantize_stage
 
-    _print_quantize(quantize_stage(_config(args), args.out))
+    for cfg, run in _runs(args):
+        _print_quantize(quantize_stage(cfg, run), _name(run))
 
 
-def _print_quantize(results: dict[str, dict]) -> None:
+def _print_quantize(results: dict[str, dict], model: str) -> None:
     from rich.table import Table
 
     from ktedge.quantize.gate import NOISE_CAP
 
-    table = Table(title="int8 post-training quantization (task gates on labelled held-out faces, widened to "
-                        f"what the faces resolve, at most {NOISE_CAP:g}x)")
+    table = Table(title=f"{model}: int8 post-training quantization (task gates on labelled held-out faces, widened "
+                        f"to what the faces resolve, at most {NOISE_CAP:g}x)")
     for col in ("backend", "metric", "fp32", "int8", "drift", "gate", "float layers", "status"):
         table.add_column(col, justify="right" if col in ("fp32", "int8", "drift", "gate") else "left")
     for b, r in results.items():
@@ -65,29 +90,28 @@ def _print_quantize(results: dict[str, dict]) -> None:
         for i, (task, t) in enumerate(r["tasks"].items()):  # a multi-task graph: a row per task, gated together
             label = t["metric"] if len(r["tasks"]) == 1 else f"{task} {t['metric']}"
             table.add_row(b if i == 0 else "", label, f"{t['fp32']:.3f}", f"{t['value']:.3f}",
-                          f"{100 * t['drift_rel']:.2f}%", _gate(t),
+                          f"{100 * t['drift_rel']:.2f}%", f"{100 * t['gate_rel']:.1f}%",
                           (", ".join(r["float_layers"]) or "-") if i == 0 else "", status if i == 0 else "")
     console.print(table)
-
-
-def _gate(row: dict) -> str:
-    return f"{100 * row['gate_rel']:.1f}%"
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from ktedge.export.stage import export_stage
 
-    _print_export(export_stage(_config(args), args.out))
+    for cfg, run in _runs(args):
+        _print_export(export_stage(cfg, run), _name(run))
 
 
-def _print_export(index: dict) -> None:
+def _print_export(index: dict, model: str) -> None:
     from rich.table import Table
 
-    table = Table(title="exported artifacts")
+    table = Table(title=f"{model}: exported artifacts")
     for col in ("artifact", "size", "status"):
         table.add_column(col, justify="right" if col == "size" else "left")
-    for a in index["artifacts"]:
-        table.add_row(a["name"], f"{a['size_bytes'] / 1e6:.2f} MB" if a["ok"] else "-",
+    rows = [(a["name"], a) for a in index["artifacts"]]
+    rows += [(f"{c}/{a['name']}", a) for c, arts in index.get("comparisons", {}).items() for a in arts]
+    for name, a in rows:
+        table.add_row(name, f"{a['size_bytes'] / 1e6:.2f} MB" if a["ok"] else "-",
                       "[green]ok" if a["ok"] else f"[red]{a['error']}")
     console.print(table)
 
@@ -95,49 +119,32 @@ def _print_export(index: dict) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     from ktedge.export.validate import validate_stage
 
-    result = validate_stage(_config(args), args.out)
-    _print_validate(result["kt"], result["onet"])
+    for cfg, run in _runs(args):
+        _print_validate(validate_stage(cfg, run))
 
 
-def _print_validate(kt: dict, onet: dict | None) -> None:
+def _print_validate(result: dict) -> None:
     from rich.table import Table
 
-    name = kt["metric"]
-    table = Table(title=f"artifacts in their runtimes: {kt['faces']} labelled held-out faces "
-                        f"(fp32 torch {name} {kt['fp32_torch']:.3f})")
-    for col in ("artifact", name, "drift", "cosine min", "status"):
-        table.add_column(col, justify="right" if col in (name, "drift", "cosine min") else "left")
-    for key, r in kt["artifacts"].items():
-        if r["validated"]:
-            table.add_row(key, f"{r['metric']:.3f}", f"{100 * r['drift_rel']:.2f}%",
-                          f"{r['cosine_min']:.4f}", "[green]pass" if r["passed"] else "[red]FAIL")
-        else:
-            table.add_row(key, "-", "-", "-", _not_run_status(r))
+    tasks = result["tasks_fp32_torch"]
+    head = ", ".join(f"{t} {r['metric']} {r['value']:.3f}" for t, r in tasks.items())
+    table = Table(title=f"{result['model']}: artifacts in their runtimes on {result['faces']} labelled held-out faces "
+                        f"(float program: {head}); value (drift of its gate)")
+    table.add_column("artifact")
+    for t, ref in tasks.items():
+        table.add_column(f"{t} {ref['metric']}", justify="right")
+    table.add_column("agreement with float", justify="right")
+    table.add_column("status")
+    for key, r in result["artifacts"].items():
+        if not r["validated"]:
+            table.add_row(key, *["-"] * len(tasks), "-", _not_run_status(r))
+            continue
+        agree = [f"{o} {g['nme_vs_fp32']:.2f}% NME" for o, g in r["outputs"].items() if "nme_vs_fp32" in g]
+        table.add_row(key, *(f"{g['value']:.3f} ({100 * g['drift_rel']:.1f}% of {100 * g['gate_rel']:.1f}%)"
+                             for g in (r["tasks"][t] for t in tasks)),
+                      ", ".join(agree) or f"cosine {r['cosine_min']:.4f}",
+                      "[green]pass" if r["passed"] else "[red]FAIL")
     console.print(table)
-    if len(kt["tasks_fp32_torch"]) > 1:  # a multi-task model: every task's metric, the worst drift gates
-        tasks = kt["tasks_fp32_torch"]
-        table = Table(title="per task (fp32 torch in the header; value (drift of its gate); every task gated)")
-        table.add_column("artifact")
-        for t, ref in tasks.items():
-            table.add_column(f"{t} {ref['metric']} ({ref['value']:.3f})", justify="right")
-        for key, r in kt["artifacts"].items():
-            if r["validated"]:
-                table.add_row(key, *(f"{g['value']:.3f} ({100 * g['drift_rel']:.1f}% of {_gate(g)})"
-                                     for g in (r["tasks"][t] for t in tasks)))
-        console.print(table)
-    if onet is not None:
-        ref = onet["fp32_torch"]
-        table = Table(title=f"MTCNN O-Net on real LFW crops (fp32 torch: accuracy {ref['face_accuracy']:.1f}%, "
-                            f"AUC {ref['auc']:.4f})")
-        for col in ("artifact", "face acc", "AUC", "landmark NME vs fp32", "status"):
-            table.add_column(col, justify="left" if col in ("artifact", "status") else "right")
-        for key, r in onet["artifacts"].items():
-            if r["validated"]:
-                table.add_row(key, f"{r['face_accuracy']:.1f}%", f"{r['auc']:.4f}", f"{r['landmark_nme_vs_fp32']:.2f}%",
-                              "[green]pass" if r["passed"] else "[red]FAIL")
-            else:
-                table.add_row(key, "-", "-", "-", _not_run_status(r))
-        console.print(table)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -205,17 +212,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from ktedge.atomic import read_json
     from ktedge.pipeline import run
 
-    from ktedge.atomic import read_json
-
     out = Path(args.out)
-    summary = run(_config(args), out)
+    cfg = _config(args)
+    summary = run(cfg, out)
     console.rule("summary")
-    _print_train(read_json(out / "train" / "metrics.json"), out)
-    _print_parity(read_json(out / "fuse" / "parity.json"), out)
-    _print_quantize({b: read_json(out / "quantize" / b / "sensitivity.json") for b in summary["quantize"]})
-    _print_validate(read_json(out / "validate" / "accuracy.json"), read_json(out / "onet" / "validate" / "accuracy.json"))
+    metrics = read_json(out / "train" / "metrics.json")
+    if metrics is not None:
+        _print_train(metrics, out)
+    for c, r in _runs(args):
+        quantized = {b: read_json(r / "quantize" / b / "sensitivity.json") for b in c.quantize.backends}
+        _print_quantize({b: q for b, q in quantized.items() if q}, _name(r))
+        _print_validate(read_json(r / "validate" / "accuracy.json"))
     _print_bench(read_json(out / "bench" / "host" / "latency.json"))
     if summary["ratios"]:
         _print_ratios(summary["ratios"])
@@ -240,25 +250,14 @@ def _print_ratios(ratios: dict) -> None:
 def _print_train(metrics: dict, out: Path) -> None:
     from rich.table import Table
 
-    names = list(metrics["system_model"]) if "system_model" in metrics else [metrics["metric"]]  # Faceptor: 4
-    if len(names) == 1:
-        title = f"held-out {names[0]} ({metrics['held_out_faces']} faces, " \
-                f"{'lower' if metrics['lower_is_better'] else 'higher'} is better)"
-    else:
-        better = {t["metric"]: "lower" if t["lower_is_better"] else "higher" for t in metrics["tasks"].values()}
-        title = f"held-out metrics ({metrics['held_out_faces']} faces; " \
-                + ", ".join(f"{n} {b}" for n, b in better.items()) + " is better)"
-    table = Table(title=title)
+    rows = metrics["compare"]
+    names = list(rows[0]["metrics"])
+    table = Table(title=f"held-out ({metrics['held_out_faces']} faces)")
     table.add_column("model")
     for n in names:
         table.add_column(n, justify="right")
-    rows = ((("canonical_alone", "canonical encoder alone"), ("kt_deploy", "KT deploy {t_k, t_c}"),
-             ("ensemble", "ensemble (all priors)")) if "kt_deploy" in metrics else
-            (("system_model", metrics.get("system", "system")), ("baseline", "baseline of the same size")))
-    if "teachers" in metrics:  # multi-source transfer: the teachers it was distilled from
-        rows = (*rows, ("teachers", "teachers (a head on their embeddings)"))
-    for key, label in rows:
-        table.add_row(label, *(f"{metrics[key][n]:.3f}" for n in names))
+    for row in rows:
+        table.add_row(row["label"], *(f"{row['metrics'][n]:.3f}" for n in names))
     console.print(table)
     params = metrics.get("params", {})
     if "teachers" in params:
@@ -267,11 +266,13 @@ def _print_train(metrics: dict, out: Path) -> None:
     elif "trainable" in params:
         console.print(f"parameters: {params['trainable']:,} trainable of {params['total']:,}; "
                       f"baseline {params.get('baseline', params.get('baseline_trainable')):,}")
-    console.print(f"trained in {metrics['wall_s']:.0f} s -> {out / 'train' / 'checkpoint.pt'}")
+    console.print(f"trained in {metrics['wall_s']:.0f} s on {metrics.get('device', 'cpu')} -> "
+                  f"{out / 'train' / 'checkpoint.pt'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ktedge", description="Ship knowledge-token face models to phones.")
+    parser = argparse.ArgumentParser(prog="ktedge", description="Ship face models to phones: your own, or ktedge's "
+                                                                "knowledge-token models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -287,10 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     stage("train", "train priors, the canonical encoder and the KT-Adapter", cmd_train, config=True)
-    stage("fuse", "checkpoint -> deploy graph (priors dropped, t_k/BatchNorm/input norm folded)", cmd_fuse)
-    stage("quantize", "deploy graph -> int8 program per backend, with a task-accuracy gate", cmd_quantize, config=True)
-    stage("export", "int8/float programs -> ExecuTorch, TFLite, Core ML, ONNX artifacts + manifests", cmd_export,
-          config=True)
+    stage("fuse", "checkpoint -> the run's deployable (priors dropped, t_k/BatchNorm/input norm folded)", cmd_fuse)
+    imp = sub.add_parser("import", help="your own model (a torch.export .pt2, or a factory + weights) and a spec -> "
+                                        "the run's deployable; then `ktedge run --out DIR` trains nothing")
+    imp.add_argument("model", nargs="?", help="a torch.export .pt2 (omit with --factory)")
+    imp.add_argument("--spec", required=True, help="YAML: name, input (size, colour, mean, std), outputs (name, "
+                                                   "kind, task)")
+    imp.add_argument("--out", required=True, help="the run directory to create")
+    imp.add_argument("--factory", help="pkg.module:function returning the nn.Module (instead of MODEL)")
+    imp.add_argument("--weights", help="its state dict (loaded with weights_only=True)")
+    imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="run config, e.g. --set data.format=csv --set data.train_dir=faces/")
+    imp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    imp.set_defaults(fn=cmd_import)
+    stage("quantize", "deployable -> int8 program per backend, with a task-accuracy gate", cmd_quantize, config=True)
+    stage("export", "deployable + int8 programs -> ExecuTorch, TFLite, Core ML, ONNX artifacts + manifests",
+          cmd_export, config=True)
     stage("validate", "every artifact in its own runtime on labelled held-out faces", cmd_validate, config=True)
     bench = stage("bench", "latency of every artifact (host runtimes, or an Android phone over adb)", cmd_bench,
                   config=True)
@@ -301,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--delegate", default="xnnpack", choices=["xnnpack", "cpu", "gpu", "nnapi", "npu"],
                        help="on Android: the delegate to ask for (what ran is read back and recorded)")
     bench.add_argument("--adb", default="adb", help="the adb executable")
-    stage("run", "the whole pipeline on the config (finished stages are skipped)", cmd_run, config=True)
+    stage("run", "the whole pipeline (finished stages are skipped; an imported run trains nothing)", cmd_run,
+          config=True)
     pred = sub.add_parser("predict", help="run one exported artifact on a photo (centre face crop), print the answer")
     pred.add_argument("artifact", help="an artifact folder (or its model file), e.g. runs/default/export/tflite-int8")
     pred.add_argument("image", help="a PNG or JPEG, RGB, the face in the centre")

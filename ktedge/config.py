@@ -15,10 +15,8 @@ from typing import Any
 import yaml
 
 from ktedge.errors import KtedgeError
-from ktedge.model.encoders import BACKBONES
-from ktedge.model.tasks import PRIOR_ONLY_TASKS, TASKS
-
-TASK_NAMES = (*TASKS, *PRIOR_ONLY_TASKS)
+from ktedge.model.encoders import BACKBONES, is_program
+from ktedge.model.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -36,8 +34,10 @@ class DataConfig:
 class EncoderConfig:
     task: str  # the task this encoder is trained for (its prior knowledge)
     backbone: str
-    width: int  # base channel width (CNNs) or token width (ViT); ignored by onet
-    pretrained: str  # "" = trained here; "facenet-pytorch" = the real MTCNN O-Net weights
+    width: int  # base channel width (CNNs) or token width (ViT); ignored by onet and program
+    # "" = trained here; "facenet-pytorch" = the real MTCNN O-Net weights; PATH.pt2 = your own
+    # torch.export encoder (backbone: program), raw RGB 0..255 in, frozen
+    pretrained: str
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class TrainConfig:
     adapter_epochs: int
     landmark_loss: str
     threads: int  # 0 = all cores
+    device: str  # auto (CUDA where there is one), cpu or cuda
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,6 @@ class QuantizeConfig:
 class ExportConfig:
     formats: list[str]
     only: list[str]  # [] = every artifact of the formats; else just these, e.g. [tflite-int8, executorch-int8]
-    onet: bool  # also deploy the real pre-trained MTCNN O-Net, validated on real LFW crops
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,7 @@ class Config:
     quantize: QuantizeConfig
     export: ExportConfig
     bench: BenchConfig
+    published: list[str]  # ktedge's published models deployed beside the run's own (ktedge/specs/)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -167,30 +168,35 @@ def _check_values(cfg: Config, source: str) -> None:
         if not cond:
             raise KtedgeError(f"{source}: {msg}")
 
-    need(cfg.data.image_size % 16 == 0 and cfg.data.image_size >= 32, "data.image_size must be a multiple of 16, >= 32")
+    need(cfg.data.image_size >= 16, "data.image_size must be >= 16")
     need(cfg.data.n_train >= 16 and cfg.data.n_val >= 16, "data.n_train and data.n_val must be >= 16")
     need(2 <= cfg.data.n_identities <= 1000, "data.n_identities must be in 2..1000")
-    from ktedge.model.data.datasets import FORMATS
+    from ktedge.model.data.datasets import BUILT_IN, FORMATS
 
     need(cfg.data.format in FORMATS, f"data.format '{cfg.data.format}' is not one of {', '.join(FORMATS)}")
-    need(cfg.data.format == "synthetic" or bool(cfg.data.train_dir),
+    need(cfg.data.format in BUILT_IN or bool(cfg.data.train_dir),
          f"data.format {cfg.data.format} reads a dataset folder: set data.train_dir")
     for i, enc in enumerate([cfg.model.canonical, *cfg.model.priors]):
         where = "model.canonical" if i == 0 else f"model.priors[{i - 1}]"
         need(enc.backbone in BACKBONES, f"{where}.backbone '{enc.backbone}' is not one of {', '.join(BACKBONES)}")
-        need(enc.task in TASK_NAMES, f"{where}.task '{enc.task}' is not one of {', '.join(TASK_NAMES)}")
-        need(enc.task not in PRIOR_ONLY_TASKS or enc.backbone == "onet",
-             f"{where}: task '{enc.task}' comes only with the pre-trained onet backbone")
-        need(enc.pretrained in ("", "facenet-pytorch"), f"{where}.pretrained must be '' or 'facenet-pytorch'")
+        need(enc.task in TASKS, f"{where}.task '{enc.task}' is not one of {', '.join(TASKS)}")
+        need(TASKS[enc.task].trainable or bool(enc.pretrained),
+             f"{where}: task '{enc.task}' comes only with a pre-trained encoder (onet, or a .pt2 program)")
+        need(enc.pretrained in ("", "facenet-pytorch") or is_program(enc.pretrained),
+             f"{where}.pretrained must be '', 'facenet-pytorch' or the path of a torch.export .pt2")
         need((enc.backbone == "onet") == (enc.pretrained == "facenet-pytorch"),
              f"{where}: the onet backbone and pretrained 'facenet-pytorch' go together")
+        need((enc.backbone == "program") == is_program(enc.pretrained),
+             f"{where}: a .pt2 encoder is backbone 'program', and backbone 'program' needs pretrained: PATH.pt2")
         need(enc.width >= 8, f"{where}.width must be >= 8")
-    need(cfg.model.canonical.task in TASKS, f"model.canonical.task '{cfg.model.canonical.task}' is a prior-only task")
-    from ktedge.model.systems import REQUIRES, SYSTEMS
+    need(TASKS[cfg.model.canonical.task].trainable,
+         f"model.canonical.task '{cfg.model.canonical.task}' has no decoder to train (a prior-only task)")
+    from ktedge.model.systems import SYSTEM_NAMES, get
 
-    need(cfg.model.system in SYSTEMS, f"model.system '{cfg.model.system}' is not one of {', '.join(SYSTEMS)}")
-    if cfg.model.system in REQUIRES:
-        task, backbone = REQUIRES[cfg.model.system]
+    need(cfg.model.system in SYSTEM_NAMES, f"model.system '{cfg.model.system}' is not one of {', '.join(SYSTEM_NAMES)}")
+    requires = get(cfg.model.system).requires
+    if requires is not None:
+        task, backbone = requires
         need((cfg.model.canonical.task, cfg.model.canonical.backbone) == (task, backbone),
              f"model.system {cfg.model.system} needs model.canonical.task {task} and backbone {backbone}")
     need(len(cfg.model.priors) >= 1, "model.priors must list at least one prior encoder")
@@ -200,6 +206,7 @@ def _check_values(cfg: Config, source: str) -> None:
     for p in ("p_drop", "p_all", "p_canon"):
         need(0.0 <= getattr(a, p) <= 1.0, f"model.adapter.{p} must be in [0, 1]")
     need(cfg.train.landmark_loss in ("wing", "l1"), "train.landmark_loss must be 'wing' or 'l1'")
+    need(cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda")
     from ktedge.export.registry import exporters
 
     names = [e.name for f in cfg.export.formats if f in exporters() for e in exporters()[f]]
@@ -207,10 +214,11 @@ def _check_values(cfg: Config, source: str) -> None:
         need(name in names, f"export.only: '{name}' is not an artifact of export.formats ({', '.join(names)})")
     need(cfg.train.batch_size >= 2, "train.batch_size must be >= 2")
     q = cfg.quantize
-    from ktedge.quantize.quantizers import BACKENDS, OBSERVERS
+    from ktedge.quantize.quantizers import BACKENDS, OBSERVERS, RUNTIME_BACKENDS
 
     for b in q.backends:
-        need(b in BACKENDS, f"quantize.backends: '{b}' is not one of {', '.join(BACKENDS)}")
+        need(b in (*BACKENDS, *RUNTIME_BACKENDS),
+             f"quantize.backends: '{b}' is not one of {', '.join((*BACKENDS, *RUNTIME_BACKENDS))}")
     need(q.observer in OBSERVERS, f"quantize.observer must be one of {', '.join(OBSERVERS)}")
     need(q.calibration_faces >= 1, "quantize.calibration_faces must be >= 1")
     need(q.eval_faces >= 16, "quantize.eval_faces must be >= 16")
@@ -225,6 +233,10 @@ def _check_values(cfg: Config, source: str) -> None:
     need(1 <= b.rounds <= b.iters, "bench.rounds must be between 1 and bench.iters")
     need(b.threads >= 1, "bench.threads must be >= 1")
     need(min(cfg.train.prior_epochs, cfg.train.canonical_epochs, cfg.train.adapter_epochs) >= 0, "epochs must be >= 0")
+    from ktedge.specs import SHIPPED
+
+    for name in cfg.published:
+        need(name in SHIPPED, f"published: '{name}' is not one of ktedge's published models ({', '.join(SHIPPED)})")
 
 
 def parse_override(text: str) -> dict[str, Any]:

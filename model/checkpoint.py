@@ -17,7 +17,11 @@ FORMAT = "ktedge.kt_model/1"
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: Config) -> None:
-    state = {"format": FORMAT, "config": cfg.to_dict(), "state_dict": model.state_dict()}
+    """The weights and the config, and the sha256 of each program encoder the model was trained on."""
+    from ktedge.model.encoders import pretrained_digest
+
+    state = {"format": FORMAT, "config": cfg.to_dict(), "state_dict": model.state_dict(),
+             "pretrained_sha256": pretrained_digest(cfg)}
     write_serialized(path, lambda f: torch.save(state, f))
 
 
@@ -49,12 +53,21 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, Config]:
-    """-> the model its stored config describes (a KTModel, or another system's model), eval mode."""
-    from ktedge.model.systems import build
+    """-> the model its stored config describes (a KTModel, or another system's model), eval mode.
+    A program encoder it was trained on must be the same file still (its sha256)."""
+    from ktedge.model.encoders import pretrained_digest
+    from ktedge.model.systems import get
 
     state = read_checkpoint(path)
     cfg = config_from_dict(state["config"], f"{path} (stored config)")
-    model = build(cfg, load_pretrained=False)
+    recorded = state.get("pretrained_sha256") or {}
+    now = pretrained_digest(cfg)
+    for prior, sha in recorded.items():
+        if now.get(prior) != sha:
+            what = "is missing" if prior not in now else "has changed since (its sha256 differs)"
+            raise KtedgeError(f"{prior}: the pretrained encoder {path} was trained on {what}; restore the file "
+                              f"or re-run `ktedge train`")
+    model = get(cfg.model.system).build(cfg, False)
     ours, theirs = model.state_dict(), state["state_dict"]
     missing = sorted(set(ours) - set(theirs))
     unexpected = sorted(set(theirs) - set(ours))

@@ -1,4 +1,5 @@
-"""Fuse: a trained KTModel -> the deploy graph an app runs.
+"""Fuse: a trained model -> the run's deployable (ktedge/deployable.py), the deploy graph an app runs.
+For the KT model:
 
 - The prior encoders are dropped: the graph is canonical encoder -> {t_k, t_c} adapter -> d_c.
 - Everything that depends only on the constant knowledge token t_k (its LayerNorm, its
@@ -7,6 +8,8 @@
 - Input normalisation is folded into the first convolution, so the graph takes raw RGB 0..255.
   Zero padding of a normalised image equals padding the raw image with the mean, so the folded
   stem pads with the mean explicitly and the result is exact at the borders too.
+The other systems give their own deploy module (model/systems); the KT model's comparison models
+(the ensemble, the canonical encoder alone) are deployables of their own in fuse/comparisons/.
 """
 from __future__ import annotations
 
@@ -18,18 +21,16 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ktedge.atomic import sha256_file, verify_record, write_json, write_serialized
+from ktedge.atomic import sha256_file, verify_record, write_json
+from ktedge.deployable import crop_rule, export_program, raw_rgb_input, write_deployable
 from ktedge.errors import KtedgeError
 from ktedge.model.adapter import KTAdapter
 from ktedge.model.checkpoint import load_checkpoint
 from ktedge.model.data.datasets import split_faces
-from ktedge.model.encoders import Encoder
+from ktedge.model.encoders import Encoder, ProgramEncoder
 from ktedge.model.kt_model import KTModel
-from ktedge.model.systems.auformer import deploy_auformer
-from ktedge.model.systems.faceptor import deploy_faceptor
-from ktedge.model.systems.mzts import deploy_mzts
-from ktedge.model.systems.transfer import deploy_transfer
-from ktedge.model.tasks import as_outputs
+from ktedge.model.systems import deploy_name, get as get_system
+from ktedge.model.tasks import TASKS, as_outputs
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -39,6 +40,24 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
             if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
                 seq[i] = fuse_conv_bn_eval(seq[i].eval(), seq[i + 1].eval())
                 seq[i + 1] = nn.Identity()
+    return module
+
+
+@torch.no_grad()
+def write_out_batchnorms(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d no convolution before it took (fold_batchnorm) as what it is in eval, a
+    per-channel scale and shift: a depthwise 1x1 convolution, which every format lowers and int8
+    quantizes per channel. In place."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                scale = torch.rsqrt(child.running_var + child.eps)
+                weight = child.weight if child.affine else torch.ones_like(scale)
+                bias = child.bias if child.affine else torch.zeros_like(scale)
+                conv = nn.Conv2d(child.num_features, child.num_features, 1, groups=child.num_features)
+                conv.weight.copy_((weight * scale).reshape(-1, 1, 1, 1))
+                conv.bias.copy_(bias - child.running_mean * weight * scale)
+                setattr(parent, name, conv)
     return module
 
 
@@ -52,8 +71,11 @@ def _replace(root: nn.Module, target: nn.Module, new: nn.Module) -> None:
 
 
 @torch.no_grad()
-def fold_input_norm(encoder: Encoder) -> nn.Module:
-    """Encoder (norm + backbone) -> backbone whose first conv takes raw 0..255 pixels."""
+def fold_input_norm(encoder: Encoder | ProgramEncoder) -> nn.Module:
+    """Encoder (norm + backbone) -> backbone whose first conv takes raw 0..255 pixels. A program
+    encoder takes raw pixels already and is deployed as it is."""
+    if isinstance(encoder, ProgramEncoder):
+        return encoder
     backbone = encoder.backbone
     conv = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
     mean = encoder.norm.mean.reshape(3)  # (3,)
@@ -201,21 +223,10 @@ class FoldedBackbone(nn.Module):
 
     def __init__(self, encoder: Encoder):
         super().__init__()
-        self.backbone = fold_input_norm(fold_batchnorm(copy.deepcopy(encoder).eval()))
+        self.backbone = write_out_batchnorms(fold_input_norm(fold_batchnorm(copy.deepcopy(encoder).eval())))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.backbone(image)
-
-
-class UInt8Input(nn.Module):
-    """The deploy graph taking uint8 pixels, for runtimes with integer image inputs."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image.to(torch.float32))
 
 
 def fuse(model: KTModel) -> DeployModel:
@@ -225,20 +236,15 @@ def fuse(model: KTModel) -> DeployModel:
 
 
 def fuse_canonical_alone(model: KTModel) -> DeployModel:
-    """The canonical encoder and decoder without the adapter, folded the same way: the baseline
-    that shows what the adapter costs at inference."""
+    """The canonical encoder with its own decoder, trained without any adapter, folded the same way:
+    the baseline that shows what the adapter costs at inference (and gains: its accuracy)."""
     m = copy.deepcopy(model).eval()
-    return DeployModel(fold_input_norm(fold_batchnorm(m.canonical)), nn.Identity(), m.decoder).eval()
-
-
-# The other systems' own fuse (model/systems): checkpoint model -> deploy module.
-DEPLOY = {"mzts": deploy_mzts, "auformer": deploy_auformer, "faceptor": deploy_faceptor, "transfer": deploy_transfer}
+    return DeployModel(fold_input_norm(fold_batchnorm(m.canonical)), nn.Identity(), m.baseline_decoder).eval()
 
 
 def deploy_module(model: nn.Module, system: str) -> nn.Module:
-    """What a trained model deploys as: the KT model fused, another system's own deploy module
-    with its LayerNorms written out."""
-    return fuse(model) if isinstance(model, KTModel) else write_out_layer_norms(DEPLOY[system](model))
+    """What a trained model of `system` deploys as (model/systems)."""
+    return get_system(system).deploy(model)
 
 
 PARITY_TOLERANCE = 1e-4
@@ -254,8 +260,12 @@ def count_params(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+CROP = crop_rule("square face crop, face centred, eyes level (as the synthetic faces are drawn)")
+
+
 def fuse_stage(out: str | Path) -> dict:
-    """<out>/train/checkpoint.pt -> <out>/fuse/deploy.pt2 (+ deploy_uint8.pt2) and parity.json.
+    """<out>/train/checkpoint.pt -> the run's deployable <out>/fuse/{deploy.pt2, deployable.json}, the
+    comparison models' in <out>/fuse/comparisons/, and parity.json.
 
     Parity: the exported deploy graph against the training graph in eval mode on held-out faces;
     over PARITY_TOLERANCE (relative to the outputs' magnitude where it exceeds 1, e.g. an age in
@@ -266,15 +276,16 @@ def fuse_stage(out: str | Path) -> dict:
     ckpt = out / "train" / "checkpoint.pt"
     verify_record(ckpt, out / "train" / "metrics.json", "checkpoint_sha256", f"re-run `ktedge train --out {out}`")
     model, cfg = load_checkpoint(ckpt)
-    deploy = deploy_module(model, cfg.model.system)
+    system = get_system(cfg.model.system)
+    deploy = system.deploy(model)
     faces = split_faces(cfg, "val", n=PARITY_FACES)
     x = faces.tensors()["image"]
     example = x[:2].clone()  # a view would carry the whole batch into the archive
-    batch = {"image": {0: torch.export.Dim("batch", min=1, max=4096)}}  # exporters specialise to 1 later
+    dynamic = not any(isinstance(e, ProgramEncoder) and e.static_batch for e in model.modules())
+    program = export_program(deploy, example, dynamic)
     with torch.no_grad():
-        program = torch.export.export(deploy, (example,), dynamic_shapes=batch)
-        program_u8 = torch.export.export(UInt8Input(deploy), (example.to(torch.uint8),), dynamic_shapes=batch)
-        ref, got = flat(model(x)), flat(program.module()(x))
+        ref = flat(_batched(model, x, dynamic))
+        got = flat(_batched(program.module(), x, dynamic))
     err = (ref - got).abs().max().item()
     gate = PARITY_TOLERANCE * max(1.0, ref.abs().max().item())  # float32 rounding grows with the value
     cos = torch.nn.functional.cosine_similarity(ref, got, dim=1).min().item()
@@ -290,14 +301,52 @@ def fuse_stage(out: str | Path) -> dict:
         "max_abs_error": err, "min_cosine": cos, "faces": PARITY_FACES, "tolerance": gate,
         "passed": err <= gate,
         "params": params,
-        "checkpoint_sha256": sha256_file(ckpt), "wall_s": round(time.perf_counter() - t0, 2),
+        "checkpoint_sha256": sha256_file(ckpt),
     }
     if not parity["passed"]:
-        write_json(out / "fuse" / "parity.json", parity)
+        write_json(out / "fuse" / "parity.json", {**parity, "wall_s": round(time.perf_counter() - t0, 2)})
         raise KtedgeError(f"{out / 'fuse' / 'parity.json'}: fuse parity gate failed: deploy graph differs from the "
                           f"training graph by {err:.2e} > {gate:.1e}")
-    for name, prog in (("deploy.pt2", program), ("deploy_uint8.pt2", program_u8)):
-        write_serialized(out / "fuse" / name, lambda f: torch.export.save(prog, f))
-        parity[f"{name.removesuffix('.pt2')}_sha256"] = sha256_file(out / "fuse" / name)
+    tasks = system.tasks(cfg)
+    provenance = {"made_by": "ktedge fuse", "source": {"kind": "checkpoint", "path": str(ckpt.resolve()),
+                                                        "sha256": parity["checkpoint_sha256"]},
+                  "folded": ["BatchNorm into the convolutions", "input normalisation into the first convolution",
+                             "the knowledge token's projections into constants" if isinstance(model, KTModel)
+                             else "the training-only heads dropped"],
+                  "parity": {k: parity[k] for k in ("max_abs_error", "tolerance", "faces", "passed")}}
+    name = deploy_name(cfg)
+    written = write_deployable(out / "fuse", program, name=name, role="deploy",
+                               input=raw_rgb_input(cfg.data.image_size, CROP),
+                               outputs=_task_outputs(program, tasks, example), provenance=provenance,
+                               dynamic_batch=dynamic)
+    parity["deploy_sha256"] = written.sha256
+    comparisons = (system.comparisons or (lambda m: {}))(model)
+    for role, module in comparisons.items():
+        prog = export_program(module, example, dynamic)
+        folder = out / "fuse" / "comparisons" / role.replace("_", "-")
+        write_deployable(folder, prog, name=f"{name}-{folder.name}", role=role,
+                         input=raw_rgb_input(cfg.data.image_size, CROP), outputs=_task_outputs(prog, tasks, example),
+                         provenance={**provenance, "folded": [f"the {role.replace('_', ' ')} comparison model"]},
+                         dynamic_batch=dynamic)
+    parity["comparisons"] = sorted(r.replace("_", "-") for r in comparisons)
+    parity["wall_s"] = round(time.perf_counter() - t0, 2)
     write_json(out / "fuse" / "parity.json", parity)  # last: the record of what was written
     return parity
+
+
+def _batched(fn, x: torch.Tensor, dynamic: bool):
+    """`fn` over `x` at once, or face by face for a graph made for batch 1 (a program encoder's)."""
+    if dynamic:
+        return fn(x)
+    parts = [as_outputs(fn(x[i:i + 1])) for i in range(len(x))]
+    outs = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _task_outputs(program: torch.export.ExportedProgram, tasks: list[str], example: torch.Tensor) -> list[dict]:
+    """The deployable's outputs: one per task, in order, as the program gives them for one face."""
+    with torch.no_grad():
+        shapes = [[1, *y.shape[1:]] for y in as_outputs(program.module()(example[:1]))]
+    return [{**TASKS[t].output(t, shape),
+             "task": {"name": t, "metric": TASKS[t].metric_name, "lower_is_better": TASKS[t].lower_is_better}}
+            for t, shape in zip(tasks, shapes)]

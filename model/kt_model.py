@@ -62,3 +62,15 @@ class KTModel(nn.Module):
             a = self.adapter_cfg
             mask = drop_mask(e_c.shape[0], len(self.priors), a.p_drop, a.p_all, a.p_canon)
         return self.decoder(self.adapter(e_c, e_priors, mask))
+
+
+class EnsembleModel(nn.Module):
+    """The adapter over every prior token, every prior encoder running: the comparison model that
+    shows what the deploy graph saves. (B, 3, S, S) raw RGB 0..255 -> the canonical task's output."""
+
+    def __init__(self, model: KTModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.run(image, "ensemble")

@@ -1,4 +1,6 @@
-"""The face tasks: each one's decoder head, default loss and held-out metric, in one registry."""
+"""The face tasks: each one's decoder head, default loss, held-out metric and how its output reads
+(the decoding `kind` an app follows), in one registry. This is ktedge's task vocabulary: a
+deployable's output names the task it answers, and the stages after it gate on that task's metric."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,11 +50,27 @@ class IdentityHead(TaskHead):
 @dataclass(frozen=True)
 class Task:
     name: str
-    head: Callable[[int, int], TaskHead]  # (in_dim, hidden) -> head
-    loss: Callable[..., nn.Module]  # (image_size, n_identities, landmark_loss) -> loss module
     metric_name: str
     metric: Callable[[np.ndarray, np.ndarray], float]
     lower_is_better: bool
+    kind: str  # how an app decodes the output (export/preprocess.py decode, the app's Decode.kt)
+    decode: str  # the same, for a person
+    labels: tuple[str, ...] = ()  # class or attribute names, in output order
+    # Training: (in_dim, hidden) -> head, and (image_size, n_identities, landmark_loss) -> loss.
+    # None for a task only a pre-trained encoder brings (nothing here trains it).
+    head: Callable[[int, int], TaskHead] | None = None
+    loss: Callable[..., nn.Module] | None = None
+
+    @property
+    def trainable(self) -> bool:
+        return self.head is not None
+
+    def output(self, name: str, shape: list[int]) -> dict:
+        """A deployable's description of an output that answers this task."""
+        entry = {"name": name, "shape": shape, "kind": self.kind, "decode": self.decode}
+        if self.labels:
+            entry["labels"] = list(self.labels)
+        return entry
 
 
 def _landmark_loss(image_size: int, n_identities: int, landmark_loss: str) -> nn.Module:
@@ -60,20 +78,28 @@ def _landmark_loss(image_size: int, n_identities: int, landmark_loss: str) -> nn
 
 
 TASKS: dict[str, Task] = {
-    "landmarks": Task("landmarks", lambda d, h: LandmarkHead(d, NUM_LANDMARKS * 2, h), _landmark_loss,
-                      "nme", metrics.nme, True),
-    "age": Task("age", lambda d, h: AgeHead(d, 1, h), lambda *a: losses.SmoothL1Years(), "mae", metrics.mae, True),
-    "attributes": Task("attributes", lambda d, h: TaskHead(d, len(ATTRIBUTES), h), lambda *a: losses.BCE(),
-                       "mean_accuracy", metrics.mean_accuracy, False),
-    "identity": Task("identity", lambda d, h: IdentityHead(d, 128, h), lambda s, n, l: losses.ArcFaceLoss(128, n),
-                     "verification_accuracy", metrics.verification_accuracy, False),
-    "action_units": Task("action_units", lambda d, h: TaskHead(d, len(ACTION_UNITS), h), lambda *a: losses.BCE(),
-                         "mean_f1", metrics.mean_f1, False),
-    "expression": Task("expression", lambda d, h: TaskHead(d, len(EXPRESSIONS), h), lambda *a: losses.CE(),
-                       "accuracy", metrics.accuracy, False),
+    "landmarks": Task("landmarks", "nme", metrics.nme, True, "points_xy",
+                      "68 (x, y) points, iBUG-300W order, as fractions of the crop: pixel = value * crop_size",
+                      head=lambda d, h: LandmarkHead(d, NUM_LANDMARKS * 2, h), loss=_landmark_loss),
+    "age": Task("age", "mae", metrics.mae, True, "value", "age in years",
+                head=lambda d, h: AgeHead(d, 1, h), loss=lambda *a: losses.SmoothL1Years()),
+    "attributes": Task("attributes", "mean_accuracy", metrics.mean_accuracy, False, "multilabel_logits",
+                       "one logit per attribute: present where > 0", ATTRIBUTES,
+                       head=lambda d, h: TaskHead(d, len(ATTRIBUTES), h), loss=lambda *a: losses.BCE()),
+    "identity": Task("identity", "verification_accuracy", metrics.verification_accuracy, False, "embedding",
+                     "unit-length embedding: same person where cosine similarity is above the verification threshold",
+                     head=lambda d, h: IdentityHead(d, 128, h), loss=lambda s, n, l: losses.ArcFaceLoss(128, n)),
+    "action_units": Task("action_units", "mean_f1", metrics.mean_f1, False, "multilabel_logits",
+                         "one logit per action unit: active where > 0", ACTION_UNITS,
+                         head=lambda d, h: TaskHead(d, len(ACTION_UNITS), h), loss=lambda *a: losses.BCE()),
+    "expression": Task("expression", "accuracy", metrics.accuracy, False, "class_logits",
+                       "logits over expressions: argmax", EXPRESSIONS,
+                       head=lambda d, h: TaskHead(d, len(EXPRESSIONS), h), loss=lambda *a: losses.CE()),
+    # Face / not face: only a pre-trained encoder brings it (the MTCNN O-Net); real LFW crops label it.
+    "face": Task("face", "face_accuracy", metrics.accuracy, False, "probabilities", "softmax (not face, face)",
+                 ("not face", "face")),
 }
-# `face` (face / not-face) is a prior-only task: the pre-trained O-Net brings it, nothing trains it here.
-PRIOR_ONLY_TASKS = ("face",)
+TRAINABLE_TASKS = tuple(t for t, task in TASKS.items() if task.trainable)
 
 
 def as_outputs(y: torch.Tensor | tuple | list) -> list:

@@ -19,26 +19,41 @@ from torch import nn
 
 from ktedge.atomic import sha256_file, sha256_json, write_json, write_text
 from ktedge.config import Config, TrainConfig
+from ktedge.errors import KtedgeError
 from ktedge.model.checkpoint import save_checkpoint
 from ktedge.model.data.datasets import dataset_digest, held_out_source, split_faces
 from ktedge.model.data.faces import FaceSet
-from ktedge.model.encoders import Encoder, freeze
+from ktedge.model.encoders import Encoder, freeze, pretrained_digest
 from ktedge.model.fuse import count_params
 from ktedge.model.kt_model import KTModel
-from ktedge.model.systems import label_tasks
+from ktedge.model.systems import get as get_system
 from ktedge.model.tasks import TASKS, as_outputs
 from ktedge.progress import progress
 
 
 @dataclass
 class Split:
-    images: torch.Tensor  # (N, 3, S, S) raw 0..255
+    images: torch.Tensor  # (N, 3, S, S) raw 0..255, on the training device
     targets: dict[str, torch.Tensor]
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
 
-def _split(fs: FaceSet) -> Split:
-    t = fs.tensors()
+
+def _split(fs: FaceSet, device: torch.device) -> Split:
+    t = {k: v.to(device) for k, v in fs.tensors().items()}
     return Split(t.pop("image"), t)
+
+
+def resolve_device(name: str) -> torch.device:
+    """train.device: `auto` takes CUDA where there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KtedgeError("train.device is cuda, but this torch sees no CUDA device "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use auto or cpu")
+    return torch.device(name)
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[torch.Tensor]:
@@ -53,9 +68,10 @@ def _predict(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, b
 
 @torch.no_grad()
 def predict_outputs(fn: Callable, inputs: torch.Tensor, batch_size: int = 64) -> list[np.ndarray]:
-    """Every output of a single- or multi-output graph over `inputs`, in batches."""
+    """Every output of a single- or multi-output graph over `inputs`, in batches (batch_size 1 for
+    a program exported for batch 1 only)."""
     parts = [as_outputs(fn(inputs[i:i + batch_size])) for i in range(0, len(inputs), batch_size)]
-    return [torch.cat([p[k] for p in parts]).numpy() for k in range(len(parts[0]))]
+    return [torch.cat([p[k] for p in parts]).cpu().numpy() for k in range(len(parts[0]))]
 
 
 def fit(params: list[nn.Parameter], modules: list[nn.Module], step_loss: Callable[[torch.Tensor], torch.Tensor],
@@ -93,8 +109,8 @@ def train_encoder(encoder: Encoder, task_name: str, epochs: int, cfg: Config, tr
     """Train encoder + a fresh head for `task_name`; returns the head and the held-out record."""
     task = TASKS[task_name]
     head = task.head(encoder.dim, cfg.model.head_hidden)
-    loss_fn = task.loss(cfg.data.image_size, cfg.data.n_identities, cfg.train.landmark_loss)
-    model = nn.Sequential(encoder, head)
+    loss_fn = task.loss(cfg.data.image_size, cfg.data.n_identities, cfg.train.landmark_loss).to(train.device)
+    model = nn.Sequential(encoder, head).to(train.device)
     y_tr, y_val = train.targets[task_name], val.targets[task_name]
 
     def val_loss() -> float:
@@ -105,8 +121,23 @@ def train_encoder(encoder: Encoder, task_name: str, epochs: int, cfg: Config, tr
                  lambda idx: loss_fn(model(train.images[idx]), y_tr[idx]), val_loss,
                  len(train.images), epochs, cfg.train, bar, desc, cfg.seed)
     with torch.no_grad():
-        record[task.metric_name] = task.metric(_predict(model, val.images).numpy(), y_val.numpy())
+        record[task.metric_name] = task.metric(_predict(model, val.images).cpu().numpy(), y_val.cpu().numpy())
     return head, record
+
+
+def train_head(cfg: Config, task_name: str, train_x: torch.Tensor, val_x: torch.Tensor, train: Split, val: Split,
+               epochs: int, bar, desc: str) -> tuple[nn.Module, dict]:
+    """A fresh head for `task_name` trained on frozen embeddings (cached vectors, not images)."""
+    task = TASKS[task_name]
+    head = task.head(train_x.shape[1], cfg.model.head_hidden).to(train.device)
+    loss_fn = task.loss(cfg.data.image_size, cfg.data.n_identities, cfg.train.landmark_loss).to(train.device)
+    y_tr, y_val = train.targets[task_name], val.targets[task_name]
+    record = fit([*head.parameters(), *loss_fn.parameters()], [head, loss_fn],
+                 lambda idx: loss_fn(head(train_x[idx]), y_tr[idx]),
+                 lambda: loss_fn(_predict(head, val_x), y_val).item(),
+                 len(train_x), epochs, cfg.train, bar, desc, cfg.seed)
+    record[task.metric_name] = task.metric(_predict(head, val_x).cpu().numpy(), y_val.cpu().numpy())
+    return head.eval(), record
 
 
 def evaluate_modes(model: KTModel, e_c: torch.Tensor, e_p: list[torch.Tensor], target: torch.Tensor) -> dict:
@@ -116,7 +147,7 @@ def evaluate_modes(model: KTModel, e_c: torch.Tensor, e_p: list[torch.Tensor], t
     for key, mode in (("canonical_alone", "canonical"), ("kt_deploy", "deploy"), ("ensemble", "ensemble")):
         with torch.no_grad():
             pred = model.decode(e_c, e_p, mode)
-        out[key] = {task.metric_name: task.metric(pred.numpy(), target.numpy())}
+        out[key] = {task.metric_name: task.metric(pred.cpu().numpy(), target.cpu().numpy())}
     return out
 
 
@@ -127,8 +158,12 @@ def train(cfg: Config, out: str | Path) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
     d = cfg.data
-    tasks = label_tasks(cfg)
+    if d.image_size % 16 or d.image_size < 32:  # the backbones' strides and the ViT's 8 px patches
+        raise KtedgeError(f"data.image_size {d.image_size}: ktedge's backbones train on a multiple of 16, >= 32")
+    system = get_system(cfg.model.system)
+    tasks = system.label_tasks(cfg)
     with progress() as bar:
         synthetic = d.format == "synthetic"
         faces_task = bar.add_task("synthetic faces" if synthetic else f"{d.format} faces from {d.train_dir}",
@@ -137,18 +172,13 @@ def train(cfg: Config, out: str | Path) -> dict:
         train_faces = split_faces(cfg, "train", tasks, on_progress=tick)
         val_faces = split_faces(cfg, "val", tasks, on_progress=tick)
         bar.update(faces_task, total=len(train_faces) + len(val_faces), completed=len(train_faces) + len(val_faces))
-        train_set, val_set = _split(train_faces), _split(val_faces)
-
-        if cfg.model.system == "kt":
-            model, body = _train_kt(cfg, train_set, val_set, bar)
-        else:
-            from ktedge.model.systems.train import TRAINERS
-
-            model, body = TRAINERS[cfg.model.system](cfg, train_set, val_set, bar)
+        train_set, val_set = _split(train_faces, device), _split(val_faces, device)
+        model, body = system.train(cfg, train_set, val_set, bar)
+    model = model.cpu()
 
     data = {"format": d.format, "train_faces": len(train_faces), "labels": tasks, "held_out": held_out_source(cfg, "val")}
-    metrics = {**body, "data": data, "held_out_faces": len(val_faces), "wall_s": round(time.perf_counter() - t0, 2),
-               "config_sha256": train_config_sha256(cfg)}
+    metrics = {**body, "data": data, "held_out_faces": len(val_faces), "device": str(device),
+               "wall_s": round(time.perf_counter() - t0, 2), "config_sha256": train_config_sha256(cfg)}
     train_dir = out / "train"
     save_checkpoint(train_dir / "checkpoint.pt", model, cfg)
     metrics["checkpoint_sha256"] = sha256_file(train_dir / "checkpoint.pt")
@@ -157,28 +187,34 @@ def train(cfg: Config, out: str | Path) -> dict:
     return metrics
 
 
-def _train_kt(cfg: Config, train_set: Split, val_set: Split, bar) -> tuple[KTModel, dict]:
+def train_kt(cfg: Config, train_set: Split, val_set: Split, bar) -> tuple[KTModel, dict]:
     """Priors, then the canonical encoder, then the KT-Adapter + d_c; the three models' metrics."""
     d = cfg.data
     heads: dict[str, dict] = {}
-    model = KTModel(cfg)
+    model = KTModel(cfg).to(train_set.device)
     for i, (pcfg, enc) in enumerate(zip(cfg.model.priors, model.priors)):
         if not pcfg.pretrained:
             _, heads[f"prior{i}:{pcfg.task}"] = train_encoder(enc, pcfg.task, cfg.train.prior_epochs, cfg, train_set, val_set, bar,
                                                               f"prior {i} ({pcfg.task}, {pcfg.backbone})")
         freeze(enc)
     task_name = cfg.model.canonical.task
-    head, heads[f"canonical:{task_name}"] = train_encoder(model.canonical, task_name, cfg.train.canonical_epochs, cfg,
-                                                          train_set, val_set, bar, f"canonical ({task_name}, {cfg.model.canonical.backbone})")
-    freeze(model.canonical)
+    embed = lambda images: (_predict(model.canonical, images), [_predict(p, images) for p in model.priors])  # noqa: E731
+    desc = f"canonical ({task_name}, {cfg.model.canonical.backbone})"
+    if cfg.model.canonical.pretrained:  # a program encoder, frozen as it came: only its decoder trains
+        (ec_tr, ep_tr), (ec_val, ep_val) = embed(train_set.images), embed(val_set.images)
+        head, heads[f"canonical_decoder:{task_name}"] = train_head(
+            cfg, task_name, ec_tr, ec_val, train_set, val_set, cfg.train.canonical_epochs, bar, f"{desc}: its decoder")
+    else:
+        head, heads[f"canonical:{task_name}"] = train_encoder(model.canonical, task_name, cfg.train.canonical_epochs,
+                                                              cfg, train_set, val_set, bar, desc)
+        freeze(model.canonical)
+        (ec_tr, ep_tr), (ec_val, ep_val) = embed(train_set.images), embed(val_set.images)
     model.baseline_decoder.load_state_dict(head.state_dict())
     freeze(model.baseline_decoder)
     model.decoder.load_state_dict(copy.deepcopy(head.state_dict()))  # d_c starts as the canonical decoder
 
-    embed = lambda images: (_predict(model.canonical, images), [_predict(p, images) for p in model.priors])  # noqa: E731
-    (ec_tr, ep_tr), (ec_val, ep_val) = embed(train_set.images), embed(val_set.images)
     task = TASKS[task_name]
-    loss_fn = task.loss(d.image_size, d.n_identities, cfg.train.landmark_loss)
+    loss_fn = task.loss(d.image_size, d.n_identities, cfg.train.landmark_loss).to(train_set.device)
     y_tr, y_val = train_set.targets[task_name], val_set.targets[task_name]
     trainable = [*model.adapter.parameters(), *model.decoder.parameters(), *loss_fn.parameters()]
 
@@ -194,14 +230,23 @@ def _train_kt(cfg: Config, train_set: Split, val_set: Split, bar) -> tuple[KTMod
     modes = evaluate_modes(model, ec_val, ep_val, y_val)
 
     body = {"metric": task.metric_name, "lower_is_better": task.lower_is_better, **modes, "heads": heads,
-            "params": _param_counts(model)}
+            "params": _param_counts(model),
+            "compare": compare_rows(modes, {"canonical_alone": "canonical encoder alone",
+                                            "kt_deploy": "KT deploy {t_k, t_c}", "ensemble": "ensemble (all priors)"})}
     return model, body
+
+
+def compare_rows(metrics: dict[str, dict], labels: dict[str, str]) -> list[dict]:
+    """train/metrics.json's `compare`: the held-out metrics of the trained model and what it is
+    measured against, one row each, for the CLI and the report to print as they are."""
+    return [{"key": key, "label": label, "metrics": metrics[key]} for key, label in labels.items() if key in metrics]
 
 
 def train_config_sha256(cfg: Config) -> str:
     """Hash of the config sections training reads: a change elsewhere does not force a retrain."""
     d = cfg.to_dict()
-    return sha256_json({**{k: d[k] for k in ("seed", "data", "model", "train")}, "dataset": dataset_digest(cfg)})
+    return sha256_json({**{k: d[k] for k in ("seed", "data", "model", "train")}, "dataset": dataset_digest(cfg),
+                        "pretrained": pretrained_digest(cfg)})
 
 
 def _param_counts(model: KTModel) -> dict[str, int]:

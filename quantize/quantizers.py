@@ -198,6 +198,14 @@ BACKENDS: dict[str, tuple[Callable[[str, bool], Quantizer], str]] = {
 }
 
 
+# Quantized by its runtime's own tool rather than PT2E, behind the same gate (quantize/onnx_int8.py).
+RUNTIME_BACKENDS = ("onnx",)
+# What each backend writes in quantize/<backend>/.
+PROGRAM_FILE = {**{backend: "model.pt2" for backend in BACKENDS}, "onnx": "model.onnx"}
+# litert-torch lowers float weights wrapped in quantize/dequantize, not pre-folded int8 constants.
+FOLD_QUANTIZE = {"executorch": True, "tflite": False, "coreml": True}
+
+
 def make_quantizer(backend: str, observer: str, float_layers: list[str], qat: bool = False) -> Quantizer:
     factory, _ = BACKENDS[backend]
     quantizer = factory(observer, qat)

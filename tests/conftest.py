@@ -40,12 +40,17 @@ def tiny_run(tiny_cfg, tmp_path_factory):
     return out, metrics
 
 
+ONET = "published/mtcnn-onet"  # where a run deploys the real O-Net beside its own model
+
+
 @pytest.fixture(scope="session")
 def exported(tiny_run, tmp_path_factory):
-    """The tiny run fused, quantized, exported to every format (and the O-Net) and validated."""
+    """The tiny run fused, the real O-Net imported beside it from its shipped spec, both quantized,
+    exported to every format and validated: the chain `ktedge run` runs, but the bench."""
     from ktedge.export.stage import export_stage
     from ktedge.export.validate import validate_stage
     from ktedge.model.fuse import fuse_stage
+    from ktedge.pipeline import import_published, run_configs
     from ktedge.quantize.stage import quantize_stage
 
     src, _ = tiny_run
@@ -53,9 +58,12 @@ def exported(tiny_run, tmp_path_factory):
     shutil.copytree(src, out, dirs_exist_ok=True)
     cfg = load_config(overrides=[TINY, QUICK])
     fuse_stage(out)
-    quantize_stage(cfg, out)
-    index = export_stage(cfg, out)
-    validation = validate_stage(cfg, out)
+    import_published(cfg, out / ONET, "mtcnn-onet")
+    results = {}
+    for c, run in run_configs(cfg, out):
+        quantize_stage(c, run)
+        results[run] = export_stage(c, run), validate_stage(c, run)
+    index, validation = results[out]
     return out, cfg, index, validation
 
 

@@ -1,8 +1,8 @@
 """The Android app's core module (android_demo/core: Kotlin, no Android imports) compiled and unit
 tested on the desktop JVM, then held equal to ktedge's own Python pre/post-processing on the same
-photos and manifests, and its benchmark result file read by the harness. The app module itself
-needs the Android SDK and Maven and is not compiled here; its intent contract is checked against
-the harness's adb command."""
+photos and manifests, and its benchmark result file read by the harness. The app's activities
+need the Android SDK and are not compiled here (its runtime wrappers are:
+test_android_app_compiles.py); their intent contract is checked against the harness's adb command."""
 import json
 import os
 import re
@@ -20,6 +20,7 @@ from ktedge.benchmarks.stage import check_latency
 from ktedge.export.manifest import load_manifest
 from ktedge.export.preprocess import Crop, decode, face_crop, load_image, model_input
 from ktedge.export.runtimes import open_runner
+from tests.conftest import ONET
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "android_demo"
@@ -80,7 +81,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 
 ARTIFACTS = [("export", "tflite-int8-int8io"), ("export", "executorch-fp32"), ("export", "tflite-fp32"),
-             ("onet/export", "tflite-int8-int8io")]
+             (f"{ONET}/export", "tflite-int8-int8io")]
 
 
 @pytest.mark.parametrize("where, name", ARTIFACTS)
@@ -104,7 +105,7 @@ def test_the_app_feeds_the_model_what_ktedge_feeds_it(exported, core, photos, wh
             assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
 
 
-@pytest.mark.parametrize("where, name", [("export", "tflite-int8"), ("onet/export", "tflite-int8-int8io")])
+@pytest.mark.parametrize("where, name", [("export", "tflite-int8"), (f"{ONET}/export", "tflite-int8-int8io")])
 def test_the_app_decodes_runtime_outputs_as_ktedge_does(exported, core, photos, tmp_path, where, name):
     """The artifact's real outputs on a real photo, decoded by Kotlin and by Python: the same
     landmarks (image pixels), box and face probability."""
@@ -132,6 +133,19 @@ def test_the_app_decodes_runtime_outputs_as_ktedge_does(exported, core, photos, 
             np.testing.assert_allclose(np.array(got[key]), np.array(want[key]), rtol=1e-5, atol=1e-4)
     if "face_prob" in want:
         assert got["face_prob"]["face"] > 0.9  # the real O-Net sees her face through the app's code path
+
+
+@pytest.mark.parametrize("name", ["executorch-fp32", "executorch-int8", "tflite-int8", "tflite-int8-int8io"])
+def test_the_app_loads_what_ktedge_exports_on_the_runtimes_it_pins(exported, core, name):
+    """Artifact.load on the real exported file and manifest: its size and sha256 match, and the
+    runtime it needs (the exporter's own version, from the manifest's tools) is not newer than the
+    one the app is built with."""
+    out, *_ = exported
+    folder = out / "export" / name
+    manifest = load_manifest(folder)
+    got = json.loads(kotlin(core, "load", folder / manifest["file"]))
+    runtime, tool = ("executorch", "executorch") if manifest["format"] == "executorch" else ("litert", "ai-edge-litert")
+    assert got == {"runtime": runtime, "needs": manifest["tools"][tool], "field": f"tools.{tool}"}
 
 
 def _structure(value):

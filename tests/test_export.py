@@ -1,6 +1,6 @@
 """Export + validate on a tiny trained run: every format's artifact in its own runtime on real
 (synthetic, labelled) faces, manifests checked, the int8-I/O path, named lowering errors, and the
-real MTCNN O-Net on real LFW crops."""
+real MTCNN O-Net, imported beside it from its shipped spec, on real LFW crops."""
 import json
 import shutil
 
@@ -10,19 +10,20 @@ import torch
 from torch import nn
 
 from ktedge.config import load_config
+from ktedge.deployable import crop_rule, load_deployable, raw_rgb_input, write_deployable
 from ktedge.errors import KtedgeError
 from ktedge.export.manifest import load_manifest
-from ktedge.export.registry import exporters
 from ktedge.export.preprocess import quantize_input
+from ktedge.export.registry import exporters
 from ktedge.export.runtimes import NotRunnableHere, open_runner
-from ktedge.export.source import ExportSource, batch_one, onet_split
-from ktedge.export.stage import export_source, export_stage
+from ktedge.export.source import export_source
+from ktedge.export.stage import export_artifacts, export_stage
+from ktedge.model.data.datasets import lfw_faces
 from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.model.fuse import fuse_stage
 from ktedge.model.onet import load_pretrained_onet
 from ktedge.progress import progress
-from ktedge.quantize.stage import load_deploy
-from tests.conftest import QUICK, TINY
+from tests.conftest import ONET, QUICK, TINY
 
 ALL_ARTIFACTS = {e.name for exps in exporters().values() for e in exps}
 
@@ -34,12 +35,22 @@ def _faces(cfg, n=8) -> np.ndarray:
 def test_every_format_and_precision_is_exported_with_a_valid_manifest(exported):
     out, _, index, _ = exported
     assert {a["name"] for a in index["artifacts"] if a["ok"]} == ALL_ARTIFACTS
+    deployable = load_deployable(out / "fuse")
     for a in index["artifacts"]:
         m = load_manifest(out / "export" / a["name"])  # schema + sha256 + size
         assert m["size_bytes"] == a["size_bytes"] > 10_000
-        assert m["source"]["checkpoint_sha256"] == json.loads((out / "fuse" / "parity.json").read_text())["checkpoint_sha256"]
+        # What it came from: the deployable, and the checkpoint the deployable was fused from.
+        assert m["source"]["deployable_sha256"] == deployable.sha256 and m["source"]["made_by"] == "ktedge fuse"
+        assert m["source"]["origin_sha256"] == json.loads((out / "fuse" / "parity.json").read_text())["checkpoint_sha256"]
         assert m["preprocessing"]["crop_size"] == 64 and m["outputs"][0]["name"] == "landmarks"
+        assert m["outputs"][0]["task"] == "landmarks" and m["model"] == "kt-landmarks"
         assert (m["quantization"] is not None) == (m["precision"] in ("int8", "w8", "w8a8"))
+        if m["precision"] == "int8":  # made and gated by the quantize stage (one backend per format), converted here
+            sens = json.loads((out / "quantize" / m["format"] / "sensitivity.json").read_text())
+            assert m["source"]["program_sha256"] == sens["model_sha256"] and sens["passed"]
+    # The onnx int8 file is the quantize stage's, byte for byte: export quantizes nothing.
+    onnx_int8 = next(a["sha256"] for a in index["artifacts"] if a["name"] == "onnx-int8")
+    assert onnx_int8 == json.loads((out / "quantize" / "onnx" / "sensitivity.json").read_text())["model_sha256"]
 
 
 def test_int8_artifacts_are_at_most_a_third_of_fp32(exported):
@@ -55,7 +66,7 @@ def test_float_artifacts_match_the_torch_program_on_faces(exported, name, tol):
     out, cfg, _, _ = exported
     images = _faces(cfg)
     with torch.no_grad():
-        ref = load_deploy(out).module()(torch.from_numpy(images)).numpy()
+        ref = load_deployable(out / "fuse").program.module()(torch.from_numpy(images)).numpy()
     runner = open_runner(out / "export" / name)
     pred = np.concatenate([runner(images[i:i + 1])[0] for i in range(len(images))])
     assert np.abs(pred - ref).max() < tol
@@ -63,7 +74,7 @@ def test_float_artifacts_match_the_torch_program_on_faces(exported, name, tol):
 
 def test_validation_runs_every_non_apple_artifact_and_int8_meets_the_gate(exported):
     _, cfg, _, validation = exported
-    rows = validation["kt"]["artifacts"]
+    rows = validation["artifacts"]
     for name, r in rows.items():
         if name.startswith("coreml") or name.endswith("-coreml"):
             assert r["validated"] is False and "not run" in r["accuracy"]
@@ -78,7 +89,7 @@ def test_validation_runs_every_non_apple_artifact_and_int8_meets_the_gate(export
 
 def test_coreml_structural_check_matches_the_precision(exported):
     _, _, _, validation = exported
-    rows = validation["kt"]["artifacts"]
+    rows = validation["artifacts"]
     assert rows["coreml-fp16"]["structure"]["int8_weight_tensors"] == 0
     assert rows["coreml-w8"]["structure"]["int8_weight_tensors"] > 0
     assert rows["coreml-w8a8"]["structure"]["activation_quantize_ops"] > 0
@@ -127,7 +138,7 @@ def test_a_manifest_with_a_wrong_hash_or_a_missing_field_is_refused(exported, tm
 
 def test_coreml_is_not_run_off_apple_and_says_so(exported):
     out, _, _, _ = exported
-    with pytest.raises(NotRunnableHere, match="Core ML runs only on macOS"):
+    with pytest.raises(NotRunnableHere, match=r"Core ML \(macOS/iOS.*\) does not run on this machine \(Apple only\)"):
         open_runner(out / "export" / "coreml-fp16")
 
 
@@ -143,39 +154,51 @@ class RawONet(nn.Module):
 
 
 def test_an_op_a_format_cannot_lower_is_named_and_other_formats_still_export(tmp_path):
-    images, _, _ = onet_split()
+    images = lfw_faces("train", 48).tensors()["image"]
     net = RawONet().eval()
-    outputs = [{"name": n, "shape": s, "kind": "value", "decode": "-"} for n, s in (("box", [1, 4]), ("landmarks5", [1, 10]), ("prob", [1, 2]))]
-    src = ExportSource(name="onet-as-published", program=batch_one(net, torch.from_numpy(images[:1])), quantized={},
-                       float_layers={}, calibration=images[:8], outputs=outputs, crop="-", checkpoint_sha256="0" * 64,
-                       observer="minmax", program_sha256={"fp32": "1" * 64})
+    outputs = [{"name": n, "shape": s, "kind": "value", "decode": "-", "task": None}
+               for n, s in (("box", [1, 4]), ("landmarks5", [1, 10]), ("prob", [1, 2]))]
+    program = torch.export.export(net, (images[:1],))
+    deployable = write_deployable(tmp_path / "fuse", program, name="onet-as-published", role="deploy",
+                                  input=raw_rgb_input(48, crop_rule("-")), outputs=outputs, dynamic_batch=False,
+                                  provenance={"made_by": "ktedge import",
+                                              "source": {"kind": "exported_program", "sha256": "0" * 64}})
+    src = export_source(deployable, tmp_path, [], images[:1], "minmax")
+    todo = [e for f in ("coreml", "tflite") for e in exporters()[f]]
     with progress() as bar:
-        results = {r["name"]: r for r in export_source(src, tmp_path, ["coreml", "tflite"], bar)}
+        results = {r["name"]: r for r in export_artifacts(src, tmp_path / "export", todo, bar)}
     err = results["coreml-fp16"]
     assert not err["ok"] and "coreml cannot lower op aten.prelu (in module net.prelu1 (PReLU)" in err["error"]
     assert "no int8 program for backend 'coreml'" in results["coreml-w8a8"]["error"]
-    assert not (tmp_path / "coreml-fp16").exists()  # nothing half-written
+    assert not (tmp_path / "export" / "coreml-fp16").exists()  # nothing half-written
     assert results["tflite-fp32"]["ok"] and results["tflite-fp16"]["ok"]
-    out = open_runner(tmp_path / "tflite-fp32")(images[:1])
+    out = open_runner(tmp_path / "export" / "tflite-fp32")(images[:1].numpy())
     with torch.no_grad():
-        ref = net(torch.from_numpy(images[:1]))
+        ref = net(images[:1])
     assert all(np.allclose(o, r.numpy(), atol=1e-4) for o, r in zip(out, ref))
 
 
-def test_onet_int8_survives_real_lfw_faces(exported):
-    _, _, _, validation = exported
-    onet = validation["onet"]
-    assert onet["fp32_torch"]["face_accuracy"] >= 95.0  # the real pre-trained model on real crops
+def test_onet_imported_from_its_shipped_spec_survives_int8_on_real_lfw_faces(exported):
+    """The real O-Net through `ktedge import`'s path beside the run: its face task on real LFW crops
+    (faces and non-faces) and its five points against the float program, in every runtime."""
+    out, *_ = exported
+    deployable = load_deployable(out / ONET / "fuse")
+    assert deployable.name == "mtcnn-onet" and deployable.record["provenance"]["made_by"] == "ktedge import"
+    assert [o["task"] and o["task"]["name"] for o in deployable.outputs] == [None, None, "face"]
+    onet = json.loads((out / ONET / "validate" / "accuracy.json").read_text())
+    assert onet["tasks_fp32_torch"]["face"]["value"] >= 95.0  # the real pre-trained model on real crops
     runnable = {k: r for k, r in onet["artifacts"].items() if r["validated"]}
     assert {"executorch-int8", "tflite-int8", "onnx-int8"} <= set(runnable)
     for name, r in runnable.items():
-        assert r["accuracy_drop"] <= 1.0 and r["landmark_nme_vs_fp32"] <= 2.0 and r["passed"], name
+        assert r["tasks"]["face"]["value"] >= onet["tasks_fp32_torch"]["face"]["value"] - 1.0, name
+        assert r["outputs"]["landmarks5"]["nme_vs_fp32"] <= r["outputs"]["landmarks5"]["gate"] == 2.0, name
+        assert r["passed"], name
 
 
 def test_export_without_quantized_programs_is_a_clear_error(tiny_run, tmp_path):
     src, _ = tiny_run
     shutil.copytree(src / "train", tmp_path / "train")
     fuse_stage(tmp_path)
-    cfg = load_config(overrides=[TINY, QUICK, {"export": {"onet": False}}])
+    cfg = load_config(overrides=[TINY, QUICK, {"published": []}])
     with pytest.raises(KtedgeError, match=r"quantize/executorch/model\.pt2: missing \(run `ktedge quantize"):
         export_stage(cfg, tmp_path)

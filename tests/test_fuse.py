@@ -1,9 +1,13 @@
 import copy
 import json
+import shutil
 
 import pytest
 import torch
 
+from ktedge.atomic import sha256_file
+from ktedge.deployable import load_deployable
+from ktedge.errors import KtedgeError
 from ktedge.model.checkpoint import load_checkpoint
 from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.model.fuse import fold_batchnorm, fold_input_norm, fuse, fuse_stage
@@ -20,17 +24,52 @@ def _faces(cfg, n=16):
     return generate_faces(n, split_seed(cfg.seed, "val"), cfg.data.image_size, cfg.data.n_identities).tensors()["image"]
 
 
-def test_fuse_writes_a_deploy_graph_that_matches_the_training_graph(fused):
+def test_fuse_writes_a_deployable_that_matches_the_training_graph(fused):
     out, parity = fused
     assert parity["passed"] and parity["max_abs_error"] <= 1e-4 and parity["min_cosine"] > 0.99999
     assert json.loads((out / "fuse" / "parity.json").read_text()) == parity
     model, cfg = load_checkpoint(out / "train" / "checkpoint.pt")
-    program = torch.export.load(out / "fuse" / "deploy.pt2")
+    deployable = load_deployable(out / "fuse")  # schema-checked
     x = _faces(cfg)
     with torch.no_grad():
-        torch.testing.assert_close(program.module()(x[:1]), model(x[:1]), atol=1e-4, rtol=0)
-        u8 = torch.export.load(out / "fuse" / "deploy_uint8.pt2").module()(x[:1].to(torch.uint8))
-    torch.testing.assert_close(u8, model(x[:1]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(deployable.program.module()(x[:1]), model(x[:1]), atol=1e-4, rtol=0)
+    # The contract every later stage reads: raw RGB at the crop size, one output per task it answers.
+    assert deployable.name == "kt-landmarks" and deployable.role == "deploy" and deployable.dynamic_batch
+    assert deployable.input["shape"] == [1, 3, 64, 64] and deployable.input["mean"] == [0.0, 0.0, 0.0]
+    (out_spec,) = deployable.outputs
+    assert (out_spec["name"], out_spec["kind"], out_spec["shape"]) == ("landmarks", "points_xy", [1, 68, 2])
+    assert out_spec["task"] == {"name": "landmarks", "metric": "nme", "lower_is_better": True}
+    assert deployable.record["provenance"]["source"] == {"kind": "checkpoint", "sha256": parity["checkpoint_sha256"],
+                                                         "path": str((out / "train" / "checkpoint.pt").resolve())}
+    assert deployable.sha256 == parity["deploy_sha256"] == sha256_file(out / "fuse" / "deploy.pt2")
+
+
+def test_the_comparison_models_are_deployables_of_their_own(fused):
+    out, parity = fused
+    model, cfg = load_checkpoint(out / "train" / "checkpoint.pt")
+    x = _faces(cfg, 4)
+    assert parity["comparisons"] == ["canonical-alone", "ensemble"]
+    for folder, mode in (("canonical-alone", "canonical"), ("ensemble", "ensemble")):
+        d = load_deployable(out / "fuse" / "comparisons" / folder)
+        assert d.role == folder.replace("-", "_") and d.name == f"kt-landmarks-{folder}"
+        with torch.no_grad():
+            torch.testing.assert_close(d.program.module()(x), model.run(x, mode), atol=1e-4, rtol=0)
+    ensemble = load_deployable(out / "fuse" / "comparisons" / "ensemble").program
+    assert any(n.startswith("model.priors") for n in ensemble.state_dict)  # every prior runs there
+
+
+def test_a_changed_deploy_graph_is_refused_by_its_record(fused, tmp_path):
+    out, _ = fused
+    folder = tmp_path / "fuse"
+    shutil.copytree(out / "fuse", folder)
+    data = bytearray((folder / "deploy.pt2").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / "deploy.pt2").write_bytes(bytes(data))
+    with pytest.raises(KtedgeError, match="deploy.pt2: its sha256 is not the one .*deployable.json records"):
+        load_deployable(folder).program
+    (folder / "deployable.json").write_text("{\"schema\": \"ktedge.deployable/1\"}")
+    with pytest.raises(KtedgeError, match="invalid deployable at '\\(top level\\)': 'name' is a required property"):
+        load_deployable(folder)
 
 
 def test_deploy_graph_holds_no_prior_encoder_parameter(fused):

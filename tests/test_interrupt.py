@@ -13,13 +13,13 @@ import yaml
 
 from tests.conftest import TINY
 
-# Small on purpose: one int8 backend, one format, no O-Net; the stages are the real ones.
-SMALL = {**TINY, "quantize": {"backends": ["executorch"], "calibration_faces": 32, "eval_faces": 60,
-                              "max_float_layers": 2},
-         "export": {"formats": ["onnx"], "onet": False}, "bench": {"warmup": 1, "iters": 5, "rounds": 1}}
+# Small on purpose: one int8 backend, one format, no published model; the stages are the real ones.
+SMALL = {**TINY, "quantize": {"backends": ["onnx"], "calibration_faces": 32, "eval_faces": 60, "max_float_layers": 2},
+         "export": {"formats": ["onnx"]}, "bench": {"warmup": 1, "iters": 5, "rounds": 1}, "published": []}
 # (what must exist under the run directory, then kill): inside fuse (one graph written, not its
-# record), quantize, export (mid-artifact and between), validate, bench
-KILL_POINTS = ["fuse/deploy.pt2", "quantize/executorch/calibration.json", "export/.*.tmp", "export/onnx-fp32",
+# record), quantize (its program written, not its record), export (mid-artifact and between),
+# validate, bench
+KILL_POINTS = ["fuse/deploy.pt2", "quantize/onnx/calibration.json", "export/.*.tmp", "export/onnx-fp32",
                "validate/runtimes.log", "bench/host/face.npy"]
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 from skimage import data
 
 from ktedge.export.preprocess import face_crop, model_input
+from tests.conftest import ONET
 
 KTEDGE = [sys.executable, "-m", "ktedge"]
 
@@ -55,7 +56,7 @@ def test_predict_finds_the_astronauts_face_and_landmarks_in_an_int8_artifact(exp
     out, *_ = exported
     photo = tmp_path / "astronaut.png"
     Image.fromarray(data.astronaut()[30:190, 160:320]).save(photo)
-    r = ktedge("predict", str(out / "onet" / "export" / "tflite-int8-int8io"), str(photo),
+    r = ktedge("predict", str(out / ONET / "export" / "tflite-int8-int8io"), str(photo),
                "--json", str(tmp_path / "r.json"), "--overlay", str(tmp_path / "o.png"))
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "r.json").read_text())

@@ -26,15 +26,23 @@ def quantized(exported):
 
 def test_quantize_writes_each_backend_and_meets_the_landmark_gate(quantized):
     out, cfg, results = quantized
-    assert set(results) == {"executorch", "tflite", "coreml"}
+    assert set(results) == {"executorch", "tflite", "coreml", "onnx"}
+    deploy = json.loads((out / "fuse" / "deployable.json").read_text())["program"]["sha256"]
     for backend, r in results.items():
         d = out / "quantize" / backend
         calib = json.loads((d / "calibration.json").read_text())
         assert calib["images"]["count"] == 32 and calib["observer"] == "histogram" and calib["wall_s"] > 0
-        sens = json.loads((d / "sensitivity.json").read_text())
-        assert sens["layers"] and all({"layer", "sqnr_db", "sqnr_drop_db", "float"} <= set(row) for row in sens["layers"])
+        assert r["deploy_sha256"] == deploy  # made from the run's deployable
         assert r["passed"] and r["drift_rel"] <= 0.05 and r["float_layers"] == []
         assert r["int8"] != r["fp32"]  # int8 really ran: the metric moved
+        if backend == "onnx":  # onnxruntime's quantizer: QDQ nodes around int8 weights, gated in onnxruntime
+            import onnx
+
+            ops = {n.op_type for n in onnx.load(str(d / "model.onnx")).graph.node}
+            assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+            continue
+        sens = json.loads((d / "sensitivity.json").read_text())
+        assert sens["layers"] and all({"layer", "sqnr_db", "sqnr_drop_db", "float"} <= set(row) for row in sens["layers"])
         # The saved program is a real int8 PT2E graph and reproduces the measured outputs' scale.
         program = torch.export.load(d / "model.pt2")
         ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
@@ -62,9 +70,9 @@ def test_mixed_precision_fallback_fires_on_a_layer_made_sensitive(quantized, tmp
         fuse_stage(run)  # a checkpoint changed behind its training record is refused
     (run / "train" / "metrics.json").unlink()  # one brought in by hand, with no record, is taken as it is
     fuse_stage(run)
-    qcfg = load_config(overrides=[TINY, QUICK, {"quantize": {"backends": ["executorch", "tflite"]},
+    qcfg = load_config(overrides=[TINY, QUICK, {"quantize": {"backends": ["executorch", "tflite"]}, "published": [],
                                                 "export": {"formats": ["executorch", "tflite"],
-                                                           "only": ["executorch-int8", "tflite-int8"], "onet": False}}])
+                                                           "only": ["executorch-int8", "tflite-int8"]}}])
     results = quantize_stage(qcfg, run)
     r = results["executorch"]
     first = r["attempts"][0]
@@ -85,7 +93,7 @@ def test_mixed_precision_fallback_fires_on_a_layer_made_sensitive(quantized, tmp
     from ktedge.export.validate import validate_stage
 
     assert [a["ok"] for a in export_stage(qcfg, run)["artifacts"]] == [True, True]
-    rows = validate_stage(qcfg, run)["kt"]["artifacts"]
+    rows = validate_stage(qcfg, run)["artifacts"]
     for name, q in (("executorch-int8", r), ("tflite-int8", tflite)):
         row = rows[name]
         assert row["validated"] and row["passed"] == q["passed"] and abs(row["drift_rel"] - q["drift_rel"]) < 0.05, (name, row)
@@ -119,8 +127,8 @@ def test_a_float_layer_after_an_int8_linear_runs_in_executorch_as_simulated():
         assert (q(x) - mlp(x)).abs().max() < 0.05  # and the simulation is the float MLP, give or take int8
 
 
-def test_quantize_without_a_deploy_graph_is_a_clear_error(tmp_path):
-    with pytest.raises(KtedgeError, match=r"fuse/deploy.pt2: no deploy graph \(run `ktedge fuse"):
+def test_quantize_without_a_deployable_is_a_clear_error(tmp_path):
+    with pytest.raises(KtedgeError, match=r"fuse/deployable.json: missing; `ktedge fuse --out RUN` or `ktedge import"):
         quantize_stage(load_config(overrides=[TINY, QUICK]), tmp_path)
 
 

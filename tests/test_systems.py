@@ -12,7 +12,7 @@ import torch
 from ktedge.config import load_config
 from ktedge.errors import KtedgeError
 from ktedge.model.data.datasets import split_faces
-from ktedge.model.systems import FACEPTOR_TASKS
+from ktedge.model.systems.faceptor import QUERIES
 from ktedge.model.systems.mzts import BLOCKS_PER_ZONE, DISTILL_WEIGHT, MZTS, ZONES, deploy_mzts, mzts_loss
 from ktedge.quantize.gate import NOISE_CAP
 from tests.conftest import TINY
@@ -23,7 +23,7 @@ from tests.dataset_folders import write_celeba_folder, write_csv_folder
 # ~1-2 min to lower to ExecuTorch int8 here; the KT model's and the O-Net's int8 .pte are tested
 # in test_export, the O-Net's with three outputs; the float fallback in test_quantize).
 PIPELINE = {"quantize": {"backends": ["tflite"], "calibration_faces": 32, "eval_faces": 100, "max_float_layers": 0},
-            "export": {"formats": ["executorch", "tflite"], "only": ["executorch-fp32", "tflite-int8"], "onet": False}}
+            "export": {"formats": ["executorch", "tflite"], "only": ["executorch-fp32", "tflite-int8"]}, "published": []}
 ARTIFACTS = {"executorch-fp32", "tflite-int8"}
 # MZTS: on 480 faces / 6 epochs neither MZTS nor its baseline leave the majority answer; 960 / 16
 # (~40 s) puts MZTS ~4 points above it.
@@ -34,12 +34,12 @@ FACEPTOR_CFG = {**PIPELINE, "data": {"n_train": 960, "n_val": 240}, "train": {"c
                 "model": {"system": "faceptor", "canonical": {"task": "landmarks", "backbone": "vit", "width": 16}}}
 # AUFormer: the ViT's landmark pre-training is quick (~1 s an epoch) and needs ~30 epochs on 960
 # faces to leave the mean shape (NME 20 after 8, 10.5 after 30); then the experts train the adapter
-# epochs (~4 s each): after 16, 43.8 (the rate guess 30.8). Its int8 drift is measured on all 240
-# held-out faces (on 100 it moves by ~2 points from set to set): 2.2 % with no layer in float on
-# this VM, but 8.7 % on a fresh CI machine, whose training gave another model (F1 45.6), and four
-# float layers left 9.1 %. The CI-size gate is 15 %; the default-size model passes 5 % with no
-# float layer (1.4 % ExecuTorch, 0.1 % LiteRT; README).
-AUFORMER_CFG = {**PIPELINE, "quantize": {**PIPELINE["quantize"], "eval_faces": 240, "max_drift_rel": 0.15},
+# epochs (~4 s each). Seeds 0-5 at this size: MDWA F1 43.4-51.6, BCE on the same experts 34.8-41.8.
+# Its int8 drift is measured on all 240 held-out faces (on 100 it moves by ~2 points from set to
+# set) under the product's 5 % gate: 0.1-4.5 % simulated, 0.5-4.3 % in the runtimes, no layer
+# float (docs/results.md, "AUFormer int8"); a model past the gate gets the product's own remedy,
+# up to 8 layers kept float by sensitivity (on seed 4 the patch stem alone takes it to 0.3 %).
+AUFORMER_CFG = {**PIPELINE, "quantize": {**PIPELINE["quantize"], "eval_faces": 240, "max_float_layers": 8},
                 "data": {"n_train": 960, "n_val": 240},
                 "train": {**TINY["train"], "canonical_epochs": 30, "adapter_epochs": 16},
                 "model": {"system": "auformer", "canonical": {"task": "action_units", "backbone": "vit", "width": 32}}}
@@ -129,7 +129,7 @@ def _pipeline(out, cfg) -> tuple[dict, dict, dict, dict]:
     parity = fuse_stage(out)
     quantized = quantize_stage(cfg, out)
     index = export_stage(cfg, out)
-    return parity, quantized, index, validate_stage(cfg, out)["kt"]
+    return parity, quantized, index, validate_stage(cfg, out)
 
 
 def _from_its_folder(cfg, metrics: dict, validation: dict | None = None) -> None:
@@ -232,7 +232,7 @@ def test_auformer_trains_only_its_experts_and_mdwa_beats_bce_of_the_same_size(au
     _, _, metrics = auformer_run
     _losses_fall(metrics, "vit:landmarks", "auformer:action_units", "baseline:action_units")
     # MDWA against BCE on the same frozen ViT and experts: its asymmetric, rate-weighted terms keep
-    # the rare units from collapsing to "never active" (measured 43.8 vs 33.6).
+    # the rare units from collapsing to "never active" (seeds 0-5: 8.6 to 12.9 points ahead).
     assert metrics["system_model"]["mean_f1"] > metrics["baseline"]["mean_f1"] + 3, metrics
     p = metrics["params"]
     assert p["trainable"] == p["baseline_trainable"] and p["trainable"] < 0.7 * p["total"]  # parameter-efficient
@@ -328,7 +328,7 @@ def chance_levels(cfg) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def faceptor_run(tmp_path_factory):
-    return _trained(tmp_path_factory, "faceptor", FACEPTOR_CFG, ("csv", lambda fs, d: write_csv_folder(fs, d, FACEPTOR_TASKS)))
+    return _trained(tmp_path_factory, "faceptor", FACEPTOR_CFG, ("csv", lambda fs, d: write_csv_folder(fs, d, tuple(QUERIES))))
 
 
 def test_faceptor_learns_its_tasks_in_one_pass_beside_a_baseline_of_the_same_size(faceptor_run):
@@ -409,25 +409,32 @@ def test_transfer_deploys_the_student_alone_and_validates_in_executorch_and_lite
 
 
 def test_a_vit_systems_fused_graph_converts_to_core_ml_weight_compressed_and_delegated(tmp_path):
-    """The fuse stage writes a ViT's LayerNorms out as Linear means (and AUFormer's expert norms
-    are written so); coremltools 9's fuse_linear_bias pass crashed on a mean of squares + eps (a
+    """The fuse stage writes a ViT's LayerNorms out as Linear means (and AUFormer's expert
+    BatchNorms as per-channel convolutions); coremltools 9's fuse_linear_bias pass crashed on a mean of squares + eps (a
     one-output Linear, then a scalar add), and W8 compression and ExecuTorch's Core ML delegate
     re-run that pass, so all three paths convert here, after an ExecuTorch lowering of the same
     program as the export stage does (lowering used to take AUFormer's constants out of it)."""
     import coremltools as ct
 
+    from ktedge.deployable import crop_rule, raw_rgb_input, write_deployable
     from ktedge.export.coreml_format import _convert, _w8
     from ktedge.export.executorch_format import _coreml_fp16, _xnnpack
-    from ktedge.export.source import ExportSource
+    from ktedge.export.source import export_source
     from ktedge.model.fuse import deploy_module
     from ktedge.model.systems.auformer import AUFormer
 
     torch.manual_seed(0)
-    # AUFormer has both kinds of written-out norm: the ViT's LayerNorms and the experts' norms.
+    # AUFormer has both kinds of written-out norm: the ViT's LayerNorms and the experts' BatchNorms.
     deploy = deploy_module(AUFormer(width=32, image_size=64, experts=8).eval(), "auformer")  # as fuse builds it
-    program = torch.export.export(deploy, (torch.rand(1, 3, 64, 64) * 255,))
-    src = ExportSource("auformer", program, quantized={}, float_layers={}, calibration=np.zeros((1, 3, 64, 64), np.float32),
-                       outputs=[], crop="", checkpoint_sha256="", observer="")
+    example = torch.rand(1, 3, 64, 64) * 255
+    program = torch.export.export(deploy, (example,))
+    deployable = write_deployable(tmp_path / "fuse", program, name="auformer", role="deploy",
+                                  input=raw_rgb_input(64, crop_rule("-")), dynamic_batch=False,
+                                  outputs=[{"name": "action_units", "shape": [1, 8], "kind": "multilabel_logits",
+                                            "decode": "-", "task": None}],
+                                  provenance={"made_by": "ktedge fuse", "source": {"kind": "checkpoint",
+                                                                                  "sha256": "0" * 64}})
+    src = export_source(deployable, tmp_path, [], example, "minmax")
     _xnnpack(None)(src, tmp_path / "xnnpack.pte")
     assert len(_convert(program, ct.precision.FLOAT32).get_spec().description.output) == 1  # AU logits
     assert len(_w8(src, tmp_path / "w8.mlpackage")["output_tensors"]) == 1

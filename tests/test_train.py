@@ -29,7 +29,7 @@ def test_checkpoint_round_trips_with_weights_only(tiny_run, tiny_cfg):
     out, metrics = tiny_run
     path = out / "train" / "checkpoint.pt"
     raw = torch.load(path, weights_only=True)  # plain data: loads with the safe unpickler
-    assert set(raw) == {"format", "config", "state_dict"}
+    assert set(raw) == {"format", "config", "state_dict", "pretrained_sha256"} and raw["pretrained_sha256"] == {}
     model, cfg = load_checkpoint(path)
     assert cfg == tiny_cfg
     faces = generate_faces(16, split_seed(cfg.seed, "val"), cfg.data.image_size, cfg.data.n_identities)
@@ -121,3 +121,15 @@ def test_unknown_key_in_a_config_file_names_the_file(tmp_path):
     cfg.write_text("train:\n  adapter_epochs: 3\n  epochz: 2\n")
     r = _ktedge("train", "--out", str(tmp_path / "run"), "--config", str(cfg))
     assert r.returncode == 2 and f"{cfg}: unknown config key 'train.epochz'" in r.stderr
+
+
+def test_train_device_auto_takes_cuda_only_where_there_is_one(monkeypatch):
+    from ktedge.model.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine's case, stated
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(KtedgeError, match="train.device is cuda, but this torch sees no CUDA device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")

@@ -10,6 +10,8 @@ face in six of the training folder, picked by the run's seed):
   csv      `labels.csv`: a `path` column and any of: x0..x67 + y0..y67 (landmark pixels), age,
            the attribute names, the action-unit names (0/1 each), expression (class index),
            identity (index < data.n_identities)
+  lfw      no folder: scikit-image's `lfw_subset`, 100 real LFW face crops and 100 non-face crops
+           (25 x 25 grey, upsampled) -> face / not face; every fifth calibrates, the rest are held out
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, EXPRESSIONS, NUM_L
 if TYPE_CHECKING:
     from ktedge.config import Config  # config imports this module to check data.format
 
-FORMATS = ("synthetic", "pts", "utkface", "celeba", "csv")
+FORMATS = ("synthetic", "pts", "utkface", "celeba", "csv", "lfw")
+BUILT_IN = ("synthetic", "lfw")  # the formats that read no folder
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VAL_EVERY = 6  # with no val_dir, one face in six of the training folder is held out
 # Our attribute names -> CelebA's columns; `beard` is CelebA's No_Beard inverted.
@@ -55,6 +58,11 @@ def split_faces(cfg: Config, split: str, tasks: tuple[str, ...] | list[str] = ()
     if d.format == "synthetic":
         count = n if n is not None else {"train": d.n_train, "val": d.n_val}[split]
         return generate_faces(count, split_seed(cfg.seed, split), d.image_size, d.n_identities, on_progress)
+    if d.format == "lfw":
+        missing = [t for t in tasks if t != "face"]
+        if missing:
+            raise KtedgeError(f"data.format lfw labels only face / not face (missing: {', '.join(missing)})")
+        return lfw_faces("train" if split in ("train", "calibration") else "val", d.image_size).subset(slice(0, n))
     items = dataset_items(cfg, "train" if split in ("train", "calibration") else "val")
     labelled = _labelled(items)
     missing = [t for t in tasks if t not in labelled]
@@ -76,13 +84,15 @@ def held_out_source(cfg: Config, split: str = "test") -> str:
     d = cfg.data
     if d.format == "synthetic":
         return f"synthetic held-out {split} split (exact labels)"
+    if d.format == "lfw":
+        return "real LFW crops of scikit-image's lfw_subset (80 faces, 80 non-faces; the other 40 calibrate)"
     folder = Path(d.val_dir or d.train_dir).resolve()
     return f"{d.format} faces of {folder}" if d.val_dir else f"{d.format} faces held out from {folder} (1 in {VAL_EVERY})"
 
 
 def dataset_digest(cfg: Config) -> str | None:
     """What the dataset folders hold (every file's hash), so `ktedge run` retrains when they change."""
-    if cfg.data.format == "synthetic":
+    if cfg.data.format in BUILT_IN:
         return None
     folders = [Path(p) for p in (cfg.data.train_dir, cfg.data.val_dir) if p]
     return sha256_json([[str(f.relative_to(root)), sha256_file(f)] for root in folders
@@ -110,7 +120,7 @@ def load_items(items: list[Item], size: int, on_progress: Callable[[int], None] 
     fs = FaceSet(np.empty((n, size, size, 3), np.uint8), np.full((n, NUM_LANDMARKS, 2), np.nan, np.float32),
                  np.full(n, np.nan, np.float32), np.full((n, len(ATTRIBUTES)), np.nan, np.float32),
                  np.full((n, len(ACTION_UNITS)), np.nan, np.float32), np.full(n, -1, np.int64),
-                 np.full(n, -1, np.int64), np.full((n, 2), np.nan, np.float32), _labelled(items))
+                 np.full(n, -1, np.int64), np.full((n, 2), np.nan, np.float32), labelled=_labelled(items))
     for i, item in enumerate(items):
         try:
             crop, box = face_crop(load_image(item.path), size)
@@ -125,6 +135,28 @@ def load_items(items: list[Item], size: int, on_progress: Callable[[int], None] 
         if on_progress is not None and (i + 1) % 100 == 0:
             on_progress(100)
     return fs
+
+
+def lfw_faces(split: str, size: int) -> FaceSet:
+    """scikit-image's lfw_subset as a face set: 100 real LFW face crops, then 100 non-face crops,
+    25 x 25 grey, upsampled (bilinear) to `size` with the grey repeated in R, G and B. Every fifth
+    crop (20 faces, 20 non-faces) is the train / calibration split; the other 160 are held out,
+    faces and non-faces taking turns."""
+    import torch
+    from skimage import data
+
+    grey = torch.from_numpy(data.lfw_subset().astype(np.float32) * 255.0)[:, None]  # (200, 1, 25, 25)
+    rgb = torch.nn.functional.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    images = rgb.repeat(1, 3, 1, 1).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    face = np.r_[np.ones(100), np.zeros(100)].astype(np.int64)
+    # Faces and non-faces alternate, so the first n of a split (quantize.eval_faces) hold both alike.
+    order = np.stack([np.arange(100), np.arange(100, 200)], 1).reshape(-1)
+    keep = order[(order % 5 == 0) == (split == "train")]
+    n = len(keep)
+    return FaceSet(images[keep], np.full((n, NUM_LANDMARKS, 2), np.nan, np.float32), np.full(n, np.nan, np.float32),
+                   np.full((n, len(ATTRIBUTES)), np.nan, np.float32), np.full((n, len(ACTION_UNITS)), np.nan, np.float32),
+                   np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full((n, 2), np.nan, np.float32),
+                   face=face[keep], labelled=("face",))
 
 
 def _labelled(items: list[Item]) -> tuple[str, ...]:

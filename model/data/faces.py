@@ -9,7 +9,7 @@ import torch
 
 from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, render, sample_params
 
-LABELLED_TASKS = ("landmarks", "age", "attributes", "action_units", "expression", "identity")
+LABELLED_TASKS = ("landmarks", "age", "attributes", "action_units", "expression", "identity", "face")
 
 
 @dataclass
@@ -22,6 +22,7 @@ class FaceSet:
     expression: np.ndarray  # (N,) int64
     identity: np.ndarray  # (N,) int64
     pose: np.ndarray  # (N, 2) float32 yaw, roll in degrees
+    face: np.ndarray | None = None  # (N,) int64 1 = a face, 0 = not; None: every image is a face
     # The tasks whose labels this set carries: all of them for synthetic faces; a real dataset's
     # format carries some, and the others are NaN (-1 for class labels).
     labelled: tuple[str, ...] = LABELLED_TASKS
@@ -30,7 +31,7 @@ class FaceSet:
         return len(self.images)
 
     def subset(self, idx) -> "FaceSet":
-        arrays = [f.name for f in dataclasses.fields(self) if f.name != "labelled"]
+        arrays = [f.name for f in dataclasses.fields(self) if f.name != "labelled" and getattr(self, f.name) is not None]
         return dataclasses.replace(self, **{name: getattr(self, name)[idx] for name in arrays})
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -43,7 +44,7 @@ class FaceSet:
             "action_units": torch.from_numpy(self.action_units),
             "expression": torch.from_numpy(self.expression),
             "identity": torch.from_numpy(self.identity),
-            "face": torch.ones(len(self), dtype=torch.int64),
+            "face": torch.ones(len(self), dtype=torch.int64) if self.face is None else torch.from_numpy(self.face),
         }
 
 

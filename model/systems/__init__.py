@@ -1,53 +1,50 @@
-"""The other systems of the model family. Each is a `model.system` of `ktedge train` and deploys
-through the same fuse -> quantize -> export -> validate chain as the KT model: a system gives
-`build` (the training model, raw RGB 0..255 in), `train` (it and a plain baseline of the same size)
-and `deploy` (the graph the fuse stage exports: one output per task of `deploy_tasks`)."""
+"""The systems of the model family, each a `model.system` of `ktedge train`: the KT model and the
+four others. A system is one module here whose `SYSTEM` says how to build it (raw RGB 0..255 in),
+train it beside a plain baseline, and deploy it: the graph the fuse stage exports, one output per
+task of `tasks`, and for the KT model the comparison models exported beside it. Nothing after the
+fuse stage asks which system made a deployable."""
 from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
-from ktedge.config import Config
+if TYPE_CHECKING:
+    from ktedge.config import Config
 
-SYSTEMS = ("kt", "mzts", "auformer", "faceptor", "transfer")
-# What each system is for: the canonical task and backbone its config must name (Faceptor's
-# canonical task is the first of its tasks; `transfer` distils into any canonical encoder).
-REQUIRES = {"mzts": ("attributes", "vit"), "auformer": ("action_units", "vit"), "faceptor": ("landmarks", "vit")}
-FACEPTOR_TASKS = ("landmarks", "age", "attributes", "expression")
+SYSTEM_NAMES = ("kt", "mzts", "auformer", "faceptor", "transfer")
 
 
-def deploy_tasks(cfg: Config) -> list[str]:
-    """The tasks the deploy graph answers, in output order (one output each)."""
-    return list(FACEPTOR_TASKS) if cfg.model.system == "faceptor" else [cfg.model.canonical.task]
+@dataclass(frozen=True)
+class System:
+    build: Callable[["Config", bool], nn.Module]  # (cfg, load_pretrained) -> the training model
+    train: Callable[..., tuple[nn.Module, dict]]  # (cfg, train split, val split, bar) -> model, metrics
+    deploy: Callable[[nn.Module], nn.Module]  # trained model -> the deploy module (raw RGB in)
+    tasks: Callable[["Config"], list[str]]  # the tasks the deploy graph answers, in output order
+    label_tasks: Callable[["Config"], list[str]]  # the tasks whose labels training reads
+    # The (canonical task, backbone) the config must name, where the system is made for one.
+    requires: tuple[str, str] | None = None
+    # Comparison models exported beside the deploy graph: role -> module (deployable.schema.json roles).
+    comparisons: Callable[[nn.Module], dict[str, nn.Module]] | None = None
 
 
-def label_tasks(cfg: Config) -> list[str]:
-    """The tasks whose labels training reads (AUFormer's ViT is pre-trained on landmarks first)."""
-    m = cfg.model
-    if m.system in ("kt", "transfer"):
-        return list(dict.fromkeys([*(p.task for p in m.priors if not p.pretrained), m.canonical.task]))
-    return {"auformer": ["landmarks", "action_units"], "mzts": ["attributes"]}.get(m.system, list(FACEPTOR_TASKS))
+def get(name: str) -> System:
+    return importlib.import_module(f"ktedge.model.systems.{name}").SYSTEM
 
 
-def deploy_name(cfg: Config) -> str:
+def deploy_name(cfg: "Config") -> str:
     """The deployed model's name in manifests and reports: kt-landmarks, mzts-attributes, faceptor."""
-    tasks = deploy_tasks(cfg)
+    tasks = get(cfg.model.system).tasks(cfg)
     return f"{cfg.model.system}-{tasks[0]}" if len(tasks) == 1 else cfg.model.system
 
 
-def build(cfg: Config, load_pretrained: bool = True) -> nn.Module:
-    from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES
-    from ktedge.model.kt_model import KTModel
-    from ktedge.model.systems.auformer import AUFormer
-    from ktedge.model.systems.faceptor import Faceptor
-    from ktedge.model.systems.mzts import MZTS
-    from ktedge.model.systems.transfer import TransferModel
+def canonical_task(cfg: "Config") -> list[str]:
+    return [cfg.model.canonical.task]
 
-    if cfg.model.system == "auformer":
-        return AUFormer(cfg.model.canonical.width, cfg.data.image_size, len(ACTION_UNITS))
-    if cfg.model.system == "mzts":
-        return MZTS(cfg.model.canonical.width, cfg.data.image_size, len(ATTRIBUTES))
-    if cfg.model.system == "faceptor":
-        return Faceptor(cfg.model.canonical.width, cfg.data.image_size)
-    if cfg.model.system == "transfer":
-        return TransferModel(cfg, load_pretrained)
-    return KTModel(cfg, load_pretrained)
+
+def prior_and_canonical_labels(cfg: "Config") -> list[str]:
+    """The labels of a system whose priors train on their tasks (unless pre-trained) before the canonical one."""
+    m = cfg.model
+    return list(dict.fromkeys([*(p.task for p in m.priors if not p.pretrained), m.canonical.task]))

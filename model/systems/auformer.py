@@ -2,7 +2,7 @@
 blocks each get two Mixture-of-Knowledge-Expert groups (beside the attention and beside the MLP),
 one expert per action unit, trained with the MDWA loss; only the experts and the head train.
 
-An expert: tokens -> 2-D map -> 1x1 conv + GELU (down) -> normalised -> 3x3 conv, then a
+An expert: tokens -> 2-D map -> 1x1 conv + GELU (down) -> BatchNorm -> 3x3 conv, then a
 multi-receptive-field branch (3x3 convs dilated 1, 3, 5, concatenated, 1x1 conv) plus a
 context-aware branch (attention over the map from 1x1-conv Q, K, V), summed -> GELU -> 1x1 conv
 (up) -> tokens. The group adds the mean of its experts as a residual; each expert also hands its
@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ktedge.model.backbones.vit import ViT
+from ktedge.model.data.synth import ACTION_UNITS
 from ktedge.model.encoders import Encoder
+from ktedge.model.systems import System, canonical_task
 
 EXPERT_DIM = 4  # r: each expert's hidden channels
 # The experts start with a zero up-projection on a frozen trunk, and at the trunk's lr (0.003) they
@@ -28,26 +30,6 @@ EXPERT_LR_SCALE = 3.0
 VIT_DEPTH = 2
 
 
-class ExpertNorm(nn.Module):
-    """Each expert's hidden map to zero mean and unit variance over its channels and positions (a
-    GroupNorm with one group per expert, no affine: the convs after it scale). Without it the maps
-    handed from group to group grew ~10x a group (std 1.5 -> 21 by the fourth, attention logits in
-    the thousands) and int8 drifted ~21 % in mean F1 at the default size. The means are a Linear
-    with weights 1/size, as LayerNormOps writes them, so XNNPACK takes them."""
-
-    def __init__(self, experts: int, size: int, eps: float = 1e-5):
-        super().__init__()
-        self.u, self.eps = experts, eps
-        self.register_buffer("avg", torch.full((1, size), 1.0 / size), persistent=False)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        b, c, gh, gw = h.shape
-        g = h.reshape(b, self.u, c // self.u * gh * gw)  # (B, U, r*h*w)
-        centred = g - F.linear(g, self.avg)
-        # eps inside the mean, as in LayerNormOps (Core ML's fuse_linear_bias).
-        return (centred * torch.rsqrt(F.linear(centred * centred + self.eps, self.avg))).reshape(b, c, gh, gw)
-
-
 class ExpertGroup(nn.Module):
     """U experts over (B, N, D) tokens of an (h, w) grid -> (residual (B, N, D), hidden (B, U*r, h, w))."""
 
@@ -56,7 +38,13 @@ class ExpertGroup(nn.Module):
         u, c = experts, experts * r
         self.u, self.r = u, r
         self.down = nn.Conv2d(dim, c, 1)
-        self.norm = ExpertNorm(u, r * grid * grid)
+        # Without a norm the maps handed from group to group grew ~10x a group (std 1.5 -> 21 by the
+        # fourth, the experts' attention logits in the thousands) and int8 drifted ~21 % in mean F1.
+        # BatchNorm (no affine: the convs after it scale), not per-face statistics: at deploy it is a
+        # per-channel scale and shift (fuse's write_out_batchnorms), where a per-face variance's
+        # squares, in one int8 scale across the experts, crushed the quiet ones (8.7 % drift on a
+        # CI-size model; 1.7 % with that norm kept float; 1.4 % with BatchNorm, and F1 51.4 vs 45.6).
+        self.norm = nn.BatchNorm2d(c, affine=False)
         self.local = nn.Conv2d(c, c, 3, padding=1, groups=u)
         self.dilated = nn.ModuleList(nn.Conv2d(c, c, 3, padding=d, dilation=d, groups=u) for d in (1, 3, 5))
         self.merge = nn.Conv2d(3 * c, c, 1, groups=u)
@@ -125,3 +113,22 @@ def deploy_auformer(model: AUFormer) -> nn.Module:
     from ktedge.model.fuse import FoldedBackbone
 
     return FoldedBackbone(model.encoder).eval()
+
+
+def _train(cfg, train, val, bar):
+    from ktedge.model.systems.train import train_auformer
+
+    return train_auformer(cfg, train, val, bar)
+
+
+def _deploy(model: nn.Module) -> nn.Module:
+    from ktedge.model.fuse import write_out_layer_norms
+
+    return write_out_layer_norms(deploy_auformer(model))
+
+
+# The ViT is pre-trained on landmarks before the experts train on action units.
+SYSTEM = System(build=lambda cfg, load_pretrained=True: AUFormer(cfg.model.canonical.width, cfg.data.image_size,
+                                                                 len(ACTION_UNITS)),
+                train=_train, deploy=_deploy, tasks=canonical_task, label_tasks=lambda cfg: ["landmarks", "action_units"],
+                requires=("action_units", "vit"))

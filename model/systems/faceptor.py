@@ -20,6 +20,7 @@ from ktedge.model.backbones.vit import ViT
 from ktedge.model.data.synth import AGE_RANGE, ATTRIBUTES, EXPRESSIONS, NUM_LANDMARKS
 from ktedge.model.encoders import Encoder
 from ktedge.model.losses import WingLoss
+from ktedge.model.systems import System
 
 ENCODER_DEPTH = 3  # the decoder reads all three layers
 DECODER_LAYERS = 2
@@ -180,3 +181,21 @@ class PlainMultiTask(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         e = self.vit(image)  # (B, width)
         return tuple(h(e) for h in self.task_heads)
+
+
+def _train(cfg, train, val, bar):
+    from ktedge.model.systems.train import train_faceptor
+
+    return train_faceptor(cfg, train, val, bar)
+
+
+def _deploy(model: nn.Module) -> nn.Module:
+    from ktedge.model.fuse import write_out_layer_norms
+
+    return write_out_layer_norms(deploy_faceptor(model))
+
+
+# Its canonical task is the first of the tasks it answers in one pass.
+SYSTEM = System(build=lambda cfg, load_pretrained=True: Faceptor(cfg.model.canonical.width, cfg.data.image_size),
+                train=_train, deploy=_deploy, tasks=lambda cfg: list(QUERIES), label_tasks=lambda cfg: list(QUERIES),
+                requires=("landmarks", "vit"))

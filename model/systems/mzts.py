@@ -13,7 +13,9 @@ from torch import nn
 
 from ktedge.model.attention import MultiHeadAttention, TransformerBlock
 from ktedge.model.backbones.vit import ConvStem
+from ktedge.model.data.synth import ATTRIBUTES
 from ktedge.model.encoders import Encoder
+from ktedge.model.systems import System, canonical_task
 
 ZONES = 3
 BLOCKS_PER_ZONE = 1  # 3 zones x 1 block: a phone-sized ViT (the baseline has the same 3 blocks)
@@ -108,3 +110,20 @@ def mzts_loss(zone_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Te
     bce = sum(F.binary_cross_entropy_with_logits(z, labels) for z in zone_logits)
     distill = sum(F.binary_cross_entropy_with_logits(z, last) for z in zone_logits[:-1])
     return bce + DISTILL_WEIGHT * distill
+
+
+def _train(cfg, train, val, bar):
+    from ktedge.model.systems.train import train_mzts
+
+    return train_mzts(cfg, train, val, bar)
+
+
+def _deploy(model: nn.Module) -> nn.Module:
+    from ktedge.model.fuse import write_out_layer_norms
+
+    return write_out_layer_norms(deploy_mzts(model))
+
+
+SYSTEM = System(build=lambda cfg, load_pretrained=True: MZTS(cfg.model.canonical.width, cfg.data.image_size, len(ATTRIBUTES)),
+                train=_train, deploy=_deploy, tasks=canonical_task, label_tasks=lambda cfg: ["attributes"],
+                requires=("attributes", "vit"))

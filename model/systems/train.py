@@ -14,7 +14,7 @@ from ktedge.config import Config
 from ktedge.model.backbones.vit import ViT
 from ktedge.model.encoders import Encoder
 from ktedge.model.fuse import count_params
-from ktedge.model.systems import build
+from ktedge.model.systems import get
 from ktedge.model.systems.auformer import EXPERT_LR_SCALE
 from ktedge.model.systems.mzts import BLOCKS_PER_ZONE, ZONES, mzts_loss
 from ktedge.model.tasks import TASKS
@@ -25,7 +25,7 @@ def train_mzts(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     from ktedge.model.train import _predict, fit, train_encoder
 
     task = TASKS["attributes"]
-    model = build(cfg)
+    model = get(cfg.model.system).build(cfg, True).to(train.device)
     y_tr, y_val = train.targets["attributes"], val.targets["attributes"]
 
     def val_loss() -> float:
@@ -38,9 +38,9 @@ def train_mzts(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     model.eval()
     with torch.no_grad():
         batches = [model.zone_logits(val.images[i:i + 256]) for i in range(0, len(val.images), 256)]
-        zones = [task.metric(torch.cat([b[z] for b in batches]).numpy(), y_val.numpy()) for z in range(ZONES)]
+        zones = [task.metric(torch.cat([b[z] for b in batches]).cpu().numpy(), y_val.cpu().numpy()) for z in range(ZONES)]
     # Baseline: the same ViT depth and width, mean-pooled tokens, an MLP head, plain BCE.
-    plain = Encoder(ViT(cfg.model.canonical.width, cfg.data.image_size, depth=ZONES * BLOCKS_PER_ZONE))
+    plain = Encoder(ViT(cfg.model.canonical.width, cfg.data.image_size, depth=ZONES * BLOCKS_PER_ZONE)).to(train.device)
     torch.manual_seed(cfg.seed)
     head, base = train_encoder(plain, "attributes", cfg.train.canonical_epochs, cfg, train, val, bar,
                                "baseline: plain ViT + head, BCE")
@@ -50,7 +50,7 @@ def train_mzts(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
             "heads": {"mzts:attributes": record, "baseline:attributes": base},
             "params": {"trainable": count_params(model, trainable_only=True), "total": count_params(model),
                        "baseline": count_params(plain) + count_params(head)}}
-    return model, body
+    return model, _with_compare(body)
 
 
 def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
@@ -62,7 +62,7 @@ def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     from ktedge.model.train import _predict, fit, train_encoder
 
     task = TASKS["action_units"]
-    model = build(cfg)
+    model = get(cfg.model.system).build(cfg, True).to(train.device)
     vit = model.encoder.backbone.vit
     # The ViT is the canonical encoder: trained on landmarks as long as a canonical encoder (6 epochs
     # left it near the mean shape, NME 18.3, and the experts on it below a guess at each AU's rate).
@@ -74,7 +74,7 @@ def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     experts_tc = dataclasses.replace(cfg.train, lr=cfg.train.lr * EXPERT_LR_SCALE)
     heads = {"vit:landmarks": pre}
     for key, m, loss_fn, desc in (
-            ("auformer:action_units", model, MDWALoss(y_tr.mean(0)), "AUFormer experts + head (MDWA)"),
+            ("auformer:action_units", model, MDWALoss(y_tr.mean(0)).to(train.device), "AUFormer experts + head (MDWA)"),
             ("baseline:action_units", plain, F.binary_cross_entropy_with_logits, "baseline: the same experts + head, BCE")):
         heads[key] = fit([p for p in m.parameters() if p.requires_grad], [m],
                          lambda idx, m=m, f=loss_fn: f(m(train.images[idx]), y_tr[idx]),
@@ -82,27 +82,26 @@ def train_auformer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
                          len(train.images), cfg.train.adapter_epochs, experts_tc, bar, desc, cfg.seed)
         freeze(m.encoder.backbone.vit)  # fit() puts modules back in train mode; the ViT stays frozen and in eval
         m.eval()
-        heads[key][task.metric_name] = task.metric(_predict(m, val.images).numpy(), y_val.numpy())
+        heads[key][task.metric_name] = task.metric(_predict(m, val.images).cpu().numpy(), y_val.cpu().numpy())
     name = task.metric_name
     body = {"system": "auformer", "metric": name, "lower_is_better": task.lower_is_better,
             "system_model": {name: heads["auformer:action_units"][name]},
             "baseline": {name: heads["baseline:action_units"][name]}, "heads": heads,
             "params": {"trainable": count_params(model, trainable_only=True), "total": count_params(model),
                        "baseline_trainable": count_params(plain, trainable_only=True)}}
-    return model, body
+    return model, _with_compare(body)
 
 
 def train_faceptor(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     """Faceptor on its four tasks at once; baseline: the same ViT + one MLP head per task, the
     tasks' plain losses summed, as many parameters."""
-    from ktedge.model.systems import FACEPTOR_TASKS
-    from ktedge.model.systems.faceptor import FaceptorLoss, PlainMultiTask
+    from ktedge.model.systems.faceptor import QUERIES, FaceptorLoss, PlainMultiTask
     from ktedge.model.tasks import evaluate
     from ktedge.model.train import fit, predict_outputs
 
-    tasks = list(FACEPTOR_TASKS)
-    model = build(cfg)
-    loss_fn = FaceptorLoss(cfg.data.image_size)
+    tasks = list(QUERIES)
+    model = get(cfg.model.system).build(cfg, True).to(train.device)
+    loss_fn = FaceptorLoss(cfg.data.image_size).to(train.device)
     pick = lambda split, idx: {t: split.targets[t][idx] for t in tasks}  # noqa: E731
     val_all = torch.arange(len(val.images))
 
@@ -113,15 +112,16 @@ def train_faceptor(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     record = fit(list(model.parameters()), [model], lambda idx: loss_fn(model, train.images[idx], pick(train, idx)),
                  val_loss, len(train.images), cfg.train.canonical_epochs, cfg.train, bar,
                  "Faceptor (landmarks, age, attributes, expression in one pass)", cfg.seed)
-    targets = {t: val.targets[t].numpy() for t in tasks}
+    targets = {t: val.targets[t].cpu().numpy() for t in tasks}
 
     def held_out(m: nn.Module) -> dict[str, float]:
         return {TASKS[t].metric_name: v for t, v in evaluate(tasks, predict_outputs(m, val.images), targets).items()}
 
     model.eval()
     torch.manual_seed(cfg.seed)
-    plain = PlainMultiTask(cfg.model.canonical.width, cfg.data.image_size, count_params(model))
-    losses = [TASKS[t].loss(cfg.data.image_size, cfg.data.n_identities, cfg.train.landmark_loss) for t in tasks]
+    plain = PlainMultiTask(cfg.model.canonical.width, cfg.data.image_size, count_params(model)).to(train.device)
+    losses = [TASKS[t].loss(cfg.data.image_size, cfg.data.n_identities, cfg.train.landmark_loss).to(train.device)
+              for t in tasks]
     plain_loss = lambda outs, y: sum(f(o, y[t]) for f, o, t in zip(losses, outs, tasks))  # noqa: E731
 
     def plain_val_loss() -> float:
@@ -140,23 +140,7 @@ def train_faceptor(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
             "heads": {"faceptor": record, "baseline": base},
             "params": {"trainable": count_params(model, trainable_only=True), "total": count_params(model),
                        "baseline": count_params(plain)}}
-    return model, body
-
-
-def _task_head(cfg: Config, dim: int, train_x: torch.Tensor, val_x: torch.Tensor, train, val, bar, desc: str) -> tuple[nn.Module, dict]:
-    """A fresh canonical-task head trained on frozen embeddings (cached vectors, not images)."""
-    from ktedge.model.train import _predict, fit
-
-    task = TASKS[cfg.model.canonical.task]
-    head = task.head(dim, cfg.model.head_hidden)
-    loss_fn = task.loss(cfg.data.image_size, cfg.data.n_identities, cfg.train.landmark_loss)
-    y_tr, y_val = train.targets[task.name], val.targets[task.name]
-    record = fit([*head.parameters(), *loss_fn.parameters()], [head, loss_fn],
-                 lambda idx: loss_fn(head(train_x[idx]), y_tr[idx]),
-                 lambda: loss_fn(_predict(head, val_x), y_val).item(),
-                 len(train_x), cfg.train.adapter_epochs, cfg.train, bar, desc, cfg.seed)
-    record[task.metric_name] = task.metric(_predict(head, val_x).numpy(), y_val.numpy())
-    return head.eval(), record
+    return model, _with_compare(body)
 
 
 def train_transfer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
@@ -166,10 +150,10 @@ def train_transfer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     student's architecture trained directly on the task."""
     from ktedge.model.encoders import build_encoder, freeze
     from ktedge.model.systems.transfer import CODE_DIM, distill_loss
-    from ktedge.model.train import _predict, fit, train_encoder
+    from ktedge.model.train import _predict, fit, train_encoder, train_head
 
     task = TASKS[cfg.model.canonical.task]
-    model = build(cfg)
+    model = get(cfg.model.system).build(cfg, True).to(train.device)
     heads: dict[str, dict] = {}
     for i, (pcfg, teacher) in enumerate(zip(cfg.model.priors, model.teachers)):
         if not pcfg.pretrained:
@@ -194,14 +178,14 @@ def train_transfer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
     for m in student:
         freeze(m)
     s_tr, s_val = _predict(model.embed, train.images), _predict(model.embed, val.images)
-    head, heads[f"student_head:{task.name}"] = _task_head(cfg, CODE_DIM, s_tr, s_val, train, val, bar,
-                                                          f"head on the student ({task.name})")
+    head, heads[f"student_head:{task.name}"] = train_head(cfg, task.name, s_tr, s_val, train, val,
+                                                          cfg.train.adapter_epochs, bar, f"head on the student ({task.name})")
     model.head.load_state_dict(head.state_dict())
     freeze(model.head)
-    _, teachers = _task_head(cfg, z_tr.shape[1], ae.standardise(z_tr), ae.standardise(z_val), train, val, bar,
-                             f"head on the teachers' embeddings ({task.name})")
+    _, teachers = train_head(cfg, task.name, ae.standardise(z_tr), ae.standardise(z_val), train, val,
+                             cfg.train.adapter_epochs, bar, f"head on the teachers' embeddings ({task.name})")
     heads[f"teachers_head:{task.name}"] = teachers
-    plain = build_encoder(cfg.model.canonical, cfg.data.image_size)  # the student's architecture, fresh
+    plain = build_encoder(cfg.model.canonical, cfg.data.image_size).to(train.device)  # the student's architecture, fresh
     torch.manual_seed(cfg.seed)
     plain_head, base = train_encoder(plain, task.name, cfg.train.canonical_epochs, cfg, train, val, bar,
                                      f"baseline: the student's {cfg.model.canonical.backbone} trained on {task.name}")
@@ -214,7 +198,13 @@ def train_transfer(cfg: Config, train, val, bar) -> tuple[nn.Module, dict]:
             "params": {"student": count_params(model.student) + count_params(model.project) + count_params(model.head),
                        "teachers": count_params(model.teachers), "autoencoder": count_params(ae),
                        "baseline": count_params(plain) + count_params(plain_head)}}
-    return model, body
+    return model, _with_compare(body)
 
 
-TRAINERS = {"mzts": train_mzts, "auformer": train_auformer, "faceptor": train_faceptor, "transfer": train_transfer}
+def _with_compare(body: dict) -> dict:
+    """The trained system beside its baseline of the same size (and multi-source transfer's teachers)."""
+    from ktedge.model.train import compare_rows
+
+    labels = {"system_model": body["system"], "baseline": "baseline of the same size",
+              "teachers": "teachers (a head on their embeddings)"}
+    return {**body, "compare": compare_rows(body, labels)}

@@ -16,6 +16,7 @@ from torch import nn
 
 from ktedge.config import Config
 from ktedge.model.encoders import build_encoder
+from ktedge.model.systems import System, canonical_task, prior_and_canonical_labels
 from ktedge.model.tasks import TASKS
 
 CODE_DIM = 64  # the common embedding c
@@ -78,3 +79,19 @@ def deploy_transfer(model: TransferModel) -> nn.Module:
 
     m = copy.deepcopy(model).eval()
     return DeployModel(fold_input_norm(fold_batchnorm(m.student)), m.project, m.head).eval()
+
+
+def _train(cfg, train, val, bar):
+    from ktedge.model.systems.train import train_transfer
+
+    return train_transfer(cfg, train, val, bar)
+
+
+def _deploy(model: nn.Module) -> nn.Module:
+    from ktedge.model.fuse import write_out_layer_norms
+
+    return write_out_layer_norms(deploy_transfer(model))
+
+
+SYSTEM = System(build=TransferModel, train=_train, deploy=_deploy, tasks=canonical_task,
+                label_tasks=prior_and_canonical_labels)

@@ -50,7 +50,7 @@ class BenchmarkActivity : Activity() {
             val rssBefore = procStatusMb("VmRSS")
             val loadStart = System.nanoTime()
             artifact = Artifact.load(model)
-            val loaded = FaceModels.open(artifact, delegate, threads)
+            val loaded = FaceModels.open(artifact, delegate, threads, applicationInfo.nativeLibraryDir)
             val loadMs = (System.nanoTime() - loadStart) / 1e6
             runtime = loaded.runtime
             loaded.use { m ->

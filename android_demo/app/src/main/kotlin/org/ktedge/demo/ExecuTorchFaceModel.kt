@@ -1,37 +1,43 @@
 package org.ktedge.demo
 
 import org.ktedge.demo.core.Artifact
+import org.ktedge.demo.core.DelegateError
+import org.ktedge.demo.core.ExecuTorchDelegates
 import org.ktedge.demo.core.ModelInput
 import org.ktedge.demo.core.Quantize
+import org.ktedge.demo.core.Runtimes
 import org.pytorch.executorch.EValue
+import org.pytorch.executorch.ExecuTorchRuntime
+import org.pytorch.executorch.ExecutorchRuntimeException
 import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
 
 /**
  * A `.pte` in ExecuTorch. ExecuTorch fixes the delegate when the program is lowered (the XNNPACK,
  * Vulkan or QNN partitioner at export), so the delegate asked for is checked against the backends
- * the program really contains, read from the loaded method, and never switched at run time.
+ * the program really contains (its method metadata) and those this runtime has registered, and
+ * never switched at run time. `loadMethod` throws on failure (it returns nothing from 1.3 on).
  */
 class ExecuTorchFaceModel(private val artifact: Artifact, requested: String, threads: Int) : FaceModel {
     private val module: Module = Module.load(artifact.model.absolutePath, Module.LOAD_MODE_MMAP, threads)
-    override val runtime = "ExecuTorch (org.pytorch:executorch-android)"
+    override val runtime = "ExecuTorch ${Runtimes.EXECUTORCH} (org.pytorch:executorch-android)"
     override val delegate: String
 
     init {
-        val status = module.loadMethod("forward")
-        if (status != 0) {
+        val name = artifact.model.name
+        try {
+            delegate = ExecuTorchDelegates.resolve(
+                name, requested, module.getMethodMetadata("forward").backends.toList(),
+                ExecuTorchRuntime.getRegisteredBackends().toList()
+            )
+            module.loadMethod("forward")
+        } catch (e: ExecutorchRuntimeException) {
             module.destroy()
-            throw DelegateError("${artifact.model.name}: ExecuTorch could not load forward (error 0x${Integer.toHexString(status)}); " +
-                "is the AAR older than the executorch that exported it?")
-        }
-        val backends = module.getMethodMetadata("forward").backends.toList()
-        val wanted = BACKEND_FOR[requested]
-        if (wanted == null || (backends.isNotEmpty() && wanted !in backends)) {
+            throw DelegateError("$name: ExecuTorch ${Runtimes.EXECUTORCH} could not load forward: ${e.message}")
+        } catch (e: Exception) {
             module.destroy()
-            throw DelegateError("${artifact.model.name} was lowered for ${if (backends.isEmpty()) "portable CPU kernels" else backends.joinToString()}; " +
-                "ExecuTorch fixes the delegate at export: export with the partitioner for '$requested'")
+            throw e
         }
-        delegate = if (backends.isEmpty()) "portable CPU kernels (no delegate in the .pte)" else backends.joinToString("+")
     }
 
     override fun run(input: ModelInput): List<FloatArray> {
@@ -56,11 +62,4 @@ class ExecuTorchFaceModel(private val artifact: Artifact, requested: String, thr
     }
 
     override fun close() = module.destroy()
-
-    companion object {
-        /** Delegate asked for -> the backend name a lowered .pte reports. ExecuTorch has no NNAPI backend. */
-        private val BACKEND_FOR = mapOf(
-            "xnnpack" to "XnnpackBackend", "cpu" to "XnnpackBackend", "gpu" to "VulkanBackend", "npu" to "QnnBackend"
-        )
-    }
 }

@@ -1,10 +1,8 @@
 package org.ktedge.demo
 
 import org.ktedge.demo.core.Artifact
+import org.ktedge.demo.core.DelegateError
 import org.ktedge.demo.core.ModelInput
-
-/** The delegate asked for cannot run this artifact here: the reason is shown and recorded. */
-class DelegateError(message: String) : Exception(message)
 
 /** One artifact loaded in its runtime. `delegate` is what runs it, as the runtime reports it. */
 interface FaceModel : AutoCloseable {
@@ -19,12 +17,14 @@ object FaceModels {
     /** What `ktedge bench --delegate` may ask for. */
     val DELEGATES = listOf("xnnpack", "cpu", "gpu", "npu", "nnapi")
 
-    fun open(artifact: Artifact, delegate: String, threads: Int): FaceModel = when (artifact.manifest.format) {
-        "executorch" -> ExecuTorchFaceModel(artifact, delegate, threads)
-        "tflite" -> LiteRtFaceModel(artifact, delegate, threads)
-        else -> throw DelegateError(
-            "${artifact.model.name}: ${artifact.manifest.format} artifacts do not run in this app " +
-                "(Core ML is Apple only; use the .pte or .tflite)"
-        )
-    }
+    /** `npuLibraryDir`: the app's native library folder, where LiteRT looks for NPU dispatch libraries. */
+    fun open(artifact: Artifact, delegate: String, threads: Int, npuLibraryDir: String): FaceModel =
+        when (artifact.manifest.format) {
+            "executorch" -> ExecuTorchFaceModel(artifact, delegate, threads)
+            "tflite" -> LiteRtFaceModel(artifact, delegate, threads, npuLibraryDir)
+            else -> throw DelegateError(
+                "${artifact.model.name}: ${artifact.manifest.format} artifacts do not run in this app " +
+                    "(Core ML is Apple only; use the .pte or .tflite)"
+            )
+        }
 }

@@ -21,6 +21,7 @@ import androidx.camera.lifecycle.ProcessCameraProvider
 import androidx.core.content.ContextCompat
 import org.ktedge.demo.core.Answer
 import org.ktedge.demo.core.Artifact
+import org.ktedge.demo.core.DelegateError
 import org.ktedge.demo.core.ImageError
 import org.ktedge.demo.core.ManifestError
 import java.io.File
@@ -91,7 +92,7 @@ class MainActivity : AppCompatActivity() {
         inference = null
         try {
             val artifact = Artifact.load(model)
-            val loaded = FaceModels.open(artifact, delegate, threads = 4)
+            val loaded = FaceModels.open(artifact, delegate, threads = 4, npuLibraryDir = applicationInfo.nativeLibraryDir)
             inference = Inference(artifact, loaded)
             runOnUiThread {
                 status.setTextColor(Color.WHITE)

@@ -6,11 +6,12 @@ import java.security.MessageDigest
 /**
  * A model file with its manifest beside it, as `ktedge export` writes them (one folder per
  * artifact). Loading checks the file is the one the manifest describes: name, size and sha256,
- * so a half-copied or swapped model is an error on screen, not wrong landmarks.
+ * so a half-copied or swapped model is an error on screen, not wrong landmarks; and that the
+ * runtime built into the app is not older than the one the artifact needs (Runtimes.check).
  */
 class Artifact(val model: File, val manifest: Manifest) {
     companion object {
-        fun load(model: File): Artifact {
+        fun load(model: File, runtimes: Map<String, String> = Runtimes.PINNED): Artifact {
             val manifestFile = File(model.parentFile, "manifest.json")
             if (!model.isFile) throw ManifestError("${model.path}: no such model file")
             if (!manifestFile.isFile) {
@@ -22,6 +23,7 @@ class Artifact(val model: File, val manifest: Manifest) {
                 throw ManifestError("${manifestFile.path}: ${e.message}")
             }
             if (manifest.file != model.name) throw ManifestError("${manifestFile.path} describes ${manifest.file}, not ${model.name}")
+            Runtimes.check(manifest, runtimes)
             if (model.length() != manifest.sizeBytes) {
                 throw ManifestError("${model.path}: ${model.length()} bytes, its manifest says ${manifest.sizeBytes} (copy incomplete?)")
             }

@@ -33,12 +33,27 @@ class Preprocessing(val cropSize: Int, val colourOrder: String, val mean: FloatA
 /**
  * The `manifest.json` written beside every ktedge artifact: everything the app needs to feed the
  * model and decode its outputs, so nothing about pre/post-processing is hard-coded here.
+ * `tools` are the exporter's package versions; `runtimeVersion` the runtime versions the artifact
+ * needs, where the exporter states them (optional `runtime_version`, e.g. {"executorch": "1.5.1"}).
  */
 class Manifest(
     val model: String, val format: String, val precision: String, val variant: String, val file: String,
     val sizeBytes: Long, val sha256: String, val input: InputSpec, val preprocessing: Preprocessing,
-    val outputs: List<OutputSpec>
+    val outputs: List<OutputSpec>, val tools: Map<String, String> = emptyMap(),
+    val runtimeVersion: Map<String, String> = emptyMap()
 ) {
+    /**
+     * The oldest version of `runtime` ("executorch", "litert") this artifact needs: its
+     * `runtime_version` entry where the manifest has one, else the exporter's own package version
+     * from `tools` (the executorch that serialized the .pte; the ai-edge-litert that ran the .tflite
+     * at export); null where the manifest says neither.
+     */
+    fun runtimeNeed(runtime: String): RuntimeNeed? {
+        runtimeVersion[runtime]?.let { return RuntimeNeed(it, "runtime_version.$runtime") }
+        val tool = EXPORTER_TOOL[runtime] ?: return null
+        return tools[tool]?.let { RuntimeNeed(it, "tools.$tool") }
+    }
+
     /** Refuses a model whose input tensor is not what the manifest says (shape and dtype). */
     fun checkInput(shape: IntArray, dtype: String) {
         if (!shape.contentEquals(input.shape) || dtype != input.dtype) {
@@ -61,8 +76,10 @@ class Manifest(
     }
 
     companion object {
-        const val SCHEMA = "ktedge.manifest/2"
+        const val SCHEMA = "ktedge.manifest/3"
         val DTYPES = listOf("float32", "float16", "int8", "uint8")
+        /** Runtime -> the exporter-side package whose version in `tools` stands for it. */
+        val EXPORTER_TOOL = mapOf("executorch" to "executorch", "litert" to "ai-edge-litert")
         val KINDS = listOf(
             "points_xy", "points_x_then_y", "box_offsets", "probabilities", "value",
             "multilabel_logits", "class_logits", "embedding"
@@ -92,7 +109,8 @@ class Manifest(
             val outputs = outs.mapIndexed { i, e -> parseOutput(asObj(e, "outputs[$i]"), "outputs[$i]") }
             return Manifest(
                 str(m, "model", ""), str(m, "format", ""), str(m, "precision", ""), str(m, "variant", ""),
-                str(m, "file", ""), long(m, "size_bytes", ""), str(m, "sha256", ""), input, preprocessing, outputs
+                str(m, "file", ""), long(m, "size_bytes", ""), str(m, "sha256", ""), input, preprocessing, outputs,
+                strings(m, "tools"), strings(m, "runtime_version")
             )
         }
 
@@ -131,6 +149,15 @@ class Manifest(
                 ?: throw ManifestError("manifest.json: $where.quantization.scale is missing or not a number")
             if (scale <= 0) throw ManifestError("manifest.json: $where.quantization.scale must be > 0")
             return Quant(scale, int(qo, "zero_point", "$where.quantization"))
+        }
+
+        /** An optional top-level object of strings; absent -> empty. */
+        private fun strings(m: JsonObject, key: String): Map<String, String> {
+            val e = m.get(key) ?: return emptyMap()
+            return asObj(e, key).entrySet().associate { (k, v) ->
+                if (!v.isJsonPrimitive || !v.asJsonPrimitive.isString) throw ManifestError("manifest.json: $key.$k must be a string")
+                k to v.asString
+            }
         }
 
         private fun field(o: JsonObject, key: String, where: String): JsonElement =

@@ -35,7 +35,7 @@ class ManifestTest {
     fun badManifestsAreNamedErrors() {
         val good = Manifests.int8Nhwc()
         refused("{not json", "not valid JSON")
-        refused(good.replace("ktedge.manifest/2", "ktedge.manifest/1"), "this app reads 'ktedge.manifest/2'")
+        refused(good.replace("ktedge.manifest/3", "ktedge.manifest/2"), "this app reads 'ktedge.manifest/3'")
         refused(good.replace("\"layout\": \"NHWC\"", "\"layout\": \"CHW\""), "input.layout is 'CHW'")
         refused(good.replace("\"shape\": [1, 4, 4, 3]", "\"shape\": [1, 3, 4, 4]"), "does not fit layout NHWC and crop_size 4")
         refused(good.replace("\"quantization\": {\"scale\": 0.5, \"zero_point\": -3}", "\"quantization\": null"),
@@ -45,6 +45,8 @@ class ManifestTest {
         refused(good.replace("\"std\": [2.0, 4.0, 8.0]", "\"std\": [2.0, 0, 8.0]"), "preprocessing.std has a 0")
         refused(good.replace("\"crop_size\": 4", "\"crop_size\": \"4\""), "preprocessing.crop_size must be an integer")
         refused(good.replace("\"model\": \"kt-landmarks\", ", ""), "model is missing")
+        refused(good.replace("\"tools\": {}", "\"tools\": {\"executorch\": 1}"), "tools.executorch must be a string")
+        refused(good.replace("\"tools\": {}", "\"tools\": {}, \"runtime_version\": \"1.5\""), "runtime_version must be an object")
     }
 
     @Test

@@ -14,12 +14,25 @@ import javax.imageio.ImageIO
  *   input  MANIFEST IMAGE          -> {"crop": .., "input": [..]} the tensor the app would feed
  *   decode MANIFEST CROP OUTPUTS   -> {"answers": ..} for raw outputs given as JSON lists
  *   result MANIFEST                -> a benchmark result file, as BenchmarkActivity writes it
+ *   load   MODEL                   -> {"runtime": .., "needs": .., "field": ..} once Artifact.load
+ *                                     accepted it (file, size, sha256, runtime version)
  */
 object ParityTool {
     @JvmStatic
     fun main(args: Array<String>) {
-        val manifest = Manifest.parse(File(args[1]).readText())
         val gson = GsonBuilder().serializeNulls().create()
+        if (args[0] == "load") {
+            val manifest = Artifact.load(File(args[1])).manifest
+            val runtime = Runtimes.forFormat(manifest.format)
+            val need = runtime?.let { manifest.runtimeNeed(it) }
+            println(gson.toJson(JsonObject().apply {
+                addProperty("runtime", runtime)
+                addProperty("needs", need?.version)
+                addProperty("field", need?.field)
+            }))
+            return
+        }
+        val manifest = Manifest.parse(File(args[1]).readText())
         when (args[0]) {
             "input" -> {
                 val image = ImageIO.read(File(args[2])) ?: throw ImageError("${args[2]}: not an image")
