@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ktedge.atomic import atomic_path, read_json, write_text
+from ktedge.benchmarks.kt_ablation_report import ablation_section
 from ktedge.benchmarks.ratios import ratio_artifacts, table_rows
 
 ROLE_LABELS = {"deploy": "the deployed model", "canonical_alone": "canonical encoder alone",
@@ -217,6 +218,8 @@ def write_report(out: Path, summary: dict) -> Path:
                       *published_section(out, summary)]
         parts += ["## MediaPipe's own face models, same LiteRT interpreter", "", peers_table(latency), "",
                   "![latency](report/latency.png)", "", "![accuracy vs latency](report/accuracy_latency.png)", ""]
+    if (ablation := ablation_section(out)) is not None:
+        parts += [ablation]
     if summary.get("quantize"):
         parts += quantization_section(summary["quantize"])
     if summary["fuse"].get("max_abs_error") is not None:

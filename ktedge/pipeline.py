@@ -164,6 +164,7 @@ def _quantize(run: Path) -> tuple[dict, float]:
 
 def build_summary(out: Path) -> dict:
     """summary.json (docs/design.md) from what the stages wrote in the run directory."""
+    from ktedge.benchmarks.kt_ablation_report import ablation_summary
     from ktedge.benchmarks.ratios import compute_ratios
 
     metrics = read_json(out / "train" / "metrics.json") or {}
@@ -199,5 +200,7 @@ def build_summary(out: Path) -> dict:
                           "validate": accuracy.get("wall_s"), "bench": (latency or {}).get("wall_s")}}
     if published:
         summary["published"] = published
+    if (ablation := ablation_summary(out)) is not None:
+        summary["kt_ablation"] = ablation
     return summary
 
