@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ktedge.errors import KtedgeError
-from ktedge.model.align import map_points, warp_affine
+from ktedge.model.align import warp_affine
 
 INPUT_SIZE = 128
 NUM_ANCHORS = 896
@@ -304,10 +304,9 @@ def _run(model: BlazeFace, photo: np.ndarray, matrices: list[np.ndarray],
     anchors, out = ssd_anchors(), []
     for m, reg, logit in zip(matrices, regressors, logits):
         boxes, keypoints, scores = weighted_nms(*decode(reg, logit, anchors, min_score))
-        m_t = torch.from_numpy(m).float()
-        to_px = lambda p: p * INPUT_SIZE @ m_t[:, :2].T + m_t[:, 2]  # noqa: E731 relative -> photo
-        boxes = torch.cat([to_px(boxes[:, :2]), to_px(boxes[:, 2:])], dim=1)
-        out.append((boxes, to_px(keypoints), scores))
+        m = torch.from_numpy(m * [[INPUT_SIZE, INPUT_SIZE, 1]]).float()   # relative input -> photo
+        corners = boxes.reshape(-1, 2, 2) @ m[:, :2].T + m[:, 2]             # (N, 2 corners, 2)
+        out.append((corners.reshape(-1, 4), keypoints @ m[:, :2].T + m[:, 2], scores))
     return out
 
 
@@ -322,25 +321,27 @@ def detect(model: BlazeFace, photo: np.ndarray, min_score: float = MIN_SCORE) ->
     return _detections(*_run(model, photo, [letterbox_matrix(h, w)], min_score)[0])
 
 
-def tile_grid(height: int, width: int, min_tile: int) -> list[tuple[int, int, int]]:
+def tile_grid(height: int, width: int, min_face: int) -> list[tuple[int, int, int]]:
     """(x0, y0, side) square tiles covering a photo at every pyramid level: the whole photo, then
     tiles of half the previous side at half-side stride (50% overlap, so any face no larger than
-    half a tile lies wholly inside one), down to `min_tile` pixels."""
-    side, tiles = max(height, width), []
-    tiles.append((0, 0, side))
-    side //= 2
-    while side >= min_tile:
-        step = side // 2
-        xs = range(0, max(width - side, 0) + step, step)
-        ys = range(0, max(height - side, 0) + step, step)
-        tiles += [(min(x, max(width - side, 0)), min(y, max(height - side, 0)), side) for y in ys for x in xs]
+    half a tile lies wholly inside one), down to the first level whose smallest reliable face
+    (MIN_FACE_FRACTION of its side) is no wider than `min_face` pixels."""
+    if min_face < 1:
+        raise ValueError(f"min_face must be at least 1 px, got {min_face}")
+    side = max(height, width)
+    tiles = [(0, 0, side)]
+    while side * MIN_FACE_FRACTION > min_face:
         side //= 2
-    return sorted(set(tiles), key=tiles.index)
+        step, x_last, y_last = side // 2, max(width - side, 0), max(height - side, 0)
+        xs = sorted({*range(0, x_last, step), x_last})
+        ys = sorted({*range(0, y_last, step), y_last})
+        tiles += [(x, y, side) for y in ys for x in xs]
+    return tiles
 
 
-def detect_tiled(model: BlazeFace, photo: np.ndarray, min_tile: int = 160, min_score: float = TILED_MIN_SCORE,
+def detect_tiled(model: BlazeFace, photo: np.ndarray, min_face: int = 50, min_score: float = TILED_MIN_SCORE,
                  edge_margin: float = 0.02) -> list[Detection]:
-    """Faces of any size down to about min_tile/5 px in a large photo: the detector runs on the
+    """Faces of any size down to `min_face` pixels wide in a large photo: the detector runs on the
     whole photo and on the overlapping tiles of `tile_grid`, and the detections are merged by
     weighted NMS. Each level keeps only the faces it sees at a size the model is reliable at:
     box width >= MIN_FACE_FRACTION of its side (smaller faces get a box of about that size
@@ -350,7 +351,7 @@ def detect_tiled(model: BlazeFace, photo: np.ndarray, min_tile: int = 160, min_s
     threshold is above MediaPipe's 0.5 because a tiled pass looks at tens of windows: at 0.5 it
     admits non-faces (0.5-0.67 on skimage's coins, rocket, hubble_deep_field)."""
     h, w = photo.shape[:2]
-    tiles = tile_grid(h, w, min_tile)
+    tiles = tile_grid(h, w, min_face)
     matrices = [letterbox_matrix(min(s, h - y), min(s, w - x), x, y, side=s) for x, y, s in tiles]
     found = []
     for (x, y, s), (boxes, keypoints, scores) in zip(tiles, _run(model, photo, matrices, min_score)):
