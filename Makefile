@@ -33,10 +33,10 @@ $(STAMP): pyproject.toml
 	# The real MTCNN O-Net weights ship inside this wheel; its own metadata pins an old torch,
 	# so it is installed without dependencies and never imported (see model/onet.py).
 	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
-	# Peer rows for the latency report: MediaPipe's face models from its wheel, which needs numpy<2,
+	# MediaPipe's face models (predict's detector, the bench's peer rows) from its wheel, which needs numpy<2,
 	# so it is downloaded (not installed) and two files are extracted with their sha256 checked.
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: mediapipe==0.10.21 -d $(VENV)/cache \
-	  && $(BIN)/python -m ktedge.benchmarks.peers $(VENV)/cache/mediapipe-0.10.21-*.whl \
+	  && $(BIN)/python -m ktedge.mediapipe_files $(VENV)/cache/mediapipe-0.10.21-*.whl \
 	  || echo "MediaPipe peer models not fetched: ktedge bench will report their rows as skipped"
 	touch $(STAMP)
 

@@ -110,7 +110,7 @@ def peer_loader(name: str, face: np.ndarray, threads: int) -> tuple[Callable, np
     (NHWC, 0..1 as MediaPipe's graphs feed it)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from ktedge.benchmarks.peers import peer_path
+    from ktedge.mediapipe_files import peer_path
 
     path = peer_path(name)
     if path is None:

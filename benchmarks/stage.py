@@ -104,7 +104,7 @@ def bench_face(cfg: Config, out: Path) -> Path:
 
 
 def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, rounds: int) -> dict:
-    from ktedge.benchmarks.peers import PEERS, peer_path
+    from ktedge.mediapipe_files import PEERS, peer_path
 
     protocol = ["--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters), "--rounds", str(rounds)]
     image = bench_face(cfg, out)

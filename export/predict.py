@@ -1,11 +1,13 @@
-"""`ktedge predict`: one exported artifact on one photo, in its own runtime, with the manifest's
-pre- and post-processing: the check a developer makes before putting the file in an app."""
+"""`ktedge predict`: one exported artifact on a whole photo, in its own runtime: every face found
+(MediaPipe's BlazeFace, model/blazeface.py), aligned by the rule the artifact's manifest states,
+run, and its answers mapped back to the photo's pixels. `--no-detect` runs the centred square
+instead (the crop the manifest's preprocessing describes). The check a developer makes before
+putting the file in an app."""
 from __future__ import annotations
 
 import io
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,12 @@ import numpy as np
 
 from ktedge.atomic import write_bytes
 from ktedge.errors import KtedgeError
-from ktedge.export.preprocess import Crop, decode, face_crop, load_image
+from ktedge.export.preprocess import decode, face_crop, load_image
 from ktedge.export.runtimes import open_runner
+from ktedge.model.align import crop_to_photo, warp_affine
 from ktedge.progress import converter_log
+
+MIN_FACE = 48  # px: the smallest face the tiled detector looks for
 
 
 def artifact_dir(path: str | Path) -> Path:
@@ -28,41 +33,95 @@ def artifact_dir(path: str | Path) -> Path:
     return folder
 
 
-def predict(artifact: str | Path, image_path: str | Path, threads: int = 1) -> dict[str, Any]:
-    """-> {artifact, image, crop, answers, latency_ms}: answers in the original image's pixels."""
+def aligned_input(photo: np.ndarray, rule: dict, right_eye: np.ndarray, left_eye: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A face of `photo` -> (1, 3, S, S) float32 RGB 0..255 by the eyes-level `rule`, and the
+    (2, 3) matrix from input pixels to photo pixels. Shrinking by k >= 2 box-averages the photo
+    by k first (bilinear alone aliases), as the centred crop does."""
+    m = crop_to_photo(rule, right_eye, left_eye)
+    k = int(np.hypot(m[0, 0], m[1, 0]))  # photo pixels per input pixel, whole
+    src, mk = photo, m
+    if k >= 2:
+        h, w = (photo.shape[0] // k) * k, (photo.shape[1] // k) * k
+        src = photo[:h, :w].reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
+        src = np.clip(np.floor(src + 0.5), 0, 255).astype(np.uint8)
+        mk = m / k  # corner-origin coordinates scale exactly
+    size = rule["size"]
+    crop = warp_affine(src, mk, (size, size)).astype(np.float32)
+    return crop.transpose(2, 0, 1)[None].copy(), m
+
+
+def find_faces(photo: np.ndarray, min_face: int) -> list:
+    """BlazeFace (MediaPipe's short-range weights) over the photo and its tiles: faces from a
+    selfie down to `min_face` pixels wide."""
+    from ktedge.model.blazeface import blazeface, detect_tiled
+
+    return detect_tiled(blazeface(), photo, min_face=min_face)
+
+
+def predict(artifact: str | Path, image_path: str | Path, threads: int = 1, detect: bool = True,
+            min_face: int | None = None) -> dict[str, Any]:
+    """-> {artifact, model, image, detector, faces: [{box, score, eyes, answers, latency_ms}]},
+    boxes, eyes and answers in the photo's pixels; `faces` is empty where no face was found."""
     folder = artifact_dir(artifact)
     image = load_image(image_path)
+    min_face = min_face or MIN_FACE
     with converter_log(Path(os.devnull)):  # the runtimes' INFO lines; --debug shows them
         runner = open_runner(folder, threads)
         manifest = runner.manifest
-        try:
-            x, crop = face_crop(image, manifest["preprocessing"]["crop_size"])
-        except KtedgeError as e:
-            raise KtedgeError(f"{image_path}: {e}") from None
-        start = time.perf_counter()
-        outputs = runner(x)
-        latency_ms = 1e3 * (time.perf_counter() - start)
+        pre = manifest["preprocessing"]
+        if detect:
+            rule = pre.get("alignment")
+            if rule is None:
+                raise KtedgeError(f"{folder}: its manifest states no alignment (the model has no points output "
+                                  f"naming eye centres); give --no-detect and a photo cropped around the face")
+            found = find_faces(image, min_face)
+            jobs = [(d, *aligned_input(image, rule, d.keypoint("right_eye"), d.keypoint("left_eye")))
+                    for d in found]
+        else:
+            try:
+                x, crop = face_crop(image, pre["crop_size"])
+            except KtedgeError as e:
+                raise KtedgeError(f"{image_path}: {e}") from None
+            jobs = [(None, x, crop.to_photo(pre["crop_size"]))]
+        faces = []
+        for det, x, m in jobs:
+            start = time.perf_counter()
+            outputs = runner(x)
+            ms = 1e3 * (time.perf_counter() - start)
+            size = pre["crop_size"]
+            corners = [m @ [c, r, 1.0] for c, r in ((0, 0), (size, 0), (size, size), (0, size))]
+            faces.append({
+                "box": det.box.tolist() if det else [*np.min(corners, 0).tolist(), *np.max(corners, 0).tolist()],
+                "score": det.score if det else None,
+                "eyes": [det.keypoint("right_eye").tolist(), det.keypoint("left_eye").tolist()] if det else None,
+                "input_to_photo": m.tolist(), "answers": decode(outputs, manifest, m), "latency_ms": ms})
     return {"artifact": str(folder), "model": manifest["model"], "format": manifest["format"],
             "precision": manifest["precision"], "image": str(image_path), "image_size": list(image.shape[1::-1]),
-            "crop": asdict(crop), "answers": decode(outputs, manifest, crop), "latency_ms": latency_ms}
+            "detector": ({"model": "blazeface (MediaPipe face_detection_short_range weights)", "min_face_px": min_face,
+                          "alignment": pre["alignment"]} if detect else None),
+            "faces": faces}
 
 
 def draw_overlay(image_path: str | Path, result: dict, manifest: dict, dest: str | Path) -> None:
-    """The photo with the crop, points and boxes drawn on it, as PNG (written atomically)."""
+    """The photo with every face's crop, points and boxes drawn on it, as PNG (written atomically)."""
     from PIL import Image, ImageDraw
 
     image = Image.fromarray(load_image(image_path))
     draw = ImageDraw.Draw(image)
-    crop = Crop(**result["crop"])
-    draw.rectangle([crop.x0, crop.y0, crop.x0 + crop.side - 1, crop.y0 + crop.side - 1], outline=(255, 255, 0))
-    r = max(1, crop.side // 100)
-    for spec in manifest["outputs"]:
-        answer = result["answers"][spec["name"]]
-        if spec["kind"] in ("points_xy", "points_x_then_y"):
-            for x, y in answer:
-                draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 255, 0))
-        elif spec["kind"] == "box_offsets":
-            draw.rectangle(list(np.asarray(answer, float)), outline=(255, 0, 0), width=r)
+    size = manifest["preprocessing"]["crop_size"]
+    for face in result["faces"]:
+        m = np.asarray(face["input_to_photo"])
+        corners = [tuple(m @ [c, r, 1.0]) for c, r in ((0, 0), (size, 0), (size, size), (0, size))]
+        draw.polygon(corners, outline=(255, 255, 0))  # the model's input, as it lay in the photo
+        r = max(1, round(np.hypot(m[0, 0], m[1, 0]) * size / 100))
+        for spec in manifest["outputs"]:
+            answer = face["answers"][spec["name"]]
+            if spec["kind"] in ("points_xy", "points_x_then_y"):
+                for x, y in answer:
+                    draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 255, 0))
+            elif spec["kind"] == "box_offsets":
+                draw.rectangle(list(np.asarray(answer, float)), outline=(255, 0, 0), width=r)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     write_bytes(dest, buf.getvalue())

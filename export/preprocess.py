@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ktedge.errors import KtedgeError
+from ktedge.model.align import map_points
 
 # How each output kind turns a tensor into an answer (manifest outputs[].kind).
 OUTPUT_KINDS = ("points_xy", "points_x_then_y", "box_offsets", "probabilities", "value", "multilabel_logits",
@@ -26,6 +27,11 @@ class Crop:
     x0: int
     y0: int
     side: int
+
+    def to_photo(self, size: int) -> np.ndarray:
+        """The (2, 3) matrix taking points of the size x size model input to photo pixels."""
+        s = self.side / size
+        return np.array([[s, 0.0, self.x0], [0.0, s, self.y0]])
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -123,19 +129,22 @@ def model_input(image_nchw: np.ndarray, manifest: dict) -> np.ndarray:
     return quantize_input(np.ascontiguousarray(x, dtype=np.float32), inp)
 
 
-def decode(outputs: list[np.ndarray], manifest: dict, crop: Crop) -> dict[str, Any]:
+def decode(outputs: list[np.ndarray], manifest: dict, to_photo: np.ndarray) -> dict[str, Any]:
     """Dequantized outputs (manifest order) -> {output name: answer}, points and boxes in the
-    original image's pixels."""
+    photo's pixels: `to_photo` (2, 3) takes model-input pixels to photo pixels (`Crop.to_photo`
+    for a centred crop, the alignment's similarity for a detected face)."""
+    size = manifest["preprocessing"]["crop_size"]
     answers: dict[str, Any] = {}
     for y, spec in zip(outputs, manifest["outputs"]):
         v = np.asarray(y, np.float64).reshape(-1)
         kind = spec["kind"]
         if kind in ("points_xy", "points_x_then_y"):
             xy = v.reshape(-1, 2) if kind == "points_xy" else v.reshape(2, -1).T
-            answers[spec["name"]] = (xy * crop.side + [crop.x0, crop.y0]).tolist()
+            answers[spec["name"]] = map_points(to_photo, xy * size).tolist()
         elif kind == "box_offsets":  # MTCNN: offsets of the crop's own box, in units of its side
-            box = np.array([crop.x0, crop.y0, crop.x0 + crop.side, crop.y0 + crop.side], np.float64)
-            answers[spec["name"]] = (box + v * crop.side).tolist()
+            x0, y0, x1, y1 = v[:4] + [0.0, 0.0, 1.0, 1.0]
+            corners = map_points(to_photo, np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) * size)
+            answers[spec["name"]] = [*corners.min(axis=0).tolist(), *corners.max(axis=0).tolist()]
         elif kind == "probabilities":
             answers[spec["name"]] = dict(zip(spec.get("labels") or map(str, range(len(v))), v.tolist()))
         elif kind == "value":

@@ -190,19 +190,26 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from ktedge.export.manifest import load_manifest
     from ktedge.export.predict import draw_overlay, predict
 
-    result = predict(args.artifact, args.image, args.threads)
+    result = predict(args.artifact, args.image, args.threads, detect=not args.no_detect, min_face=args.min_face)
     manifest = load_manifest(result["artifact"], verify_hash=False)
-    c = result["crop"]
+    where = "the centred square" if args.no_detect else "face(s) found"
     console.print(f"{result['model']} ({result['format']} {result['precision']}) on {args.image}: "
-                  f"{c['side']}x{c['side']} crop at ({c['x0']}, {c['y0']}), {result['latency_ms']:.2f} ms")
-    for spec in manifest["outputs"]:
-        answer = result["answers"][spec["name"]]
-        if spec["kind"] in ("points_xy", "points_x_then_y"):
-            xy = [f"({x:.1f}, {y:.1f})" for x, y in answer]
-            answer = f"{len(xy)} points: {', '.join(xy[:3])}{', ...' if len(xy) > 3 else ''}"
-        elif spec["kind"] == "embedding":
-            answer = f"{len(answer)}-d unit embedding"
-        console.print(f"  {spec['name']}: {answer}", highlight=False)
+                  f"{len(result['faces'])} {where}")
+    if not result["faces"]:
+        console.print(f"  no face found (faces down to {result['detector']['min_face_px']} px wide were looked for)")
+    for i, face in enumerate(result["faces"]):
+        x0, y0, x1, y1 = face["box"]
+        score = "" if face["score"] is None else f", score {face['score']:.2f}"
+        console.print(f"face {i + 1}: box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}){score}, "
+                      f"{face['latency_ms']:.2f} ms", highlight=False)
+        for spec in manifest["outputs"]:
+            answer = face["answers"][spec["name"]]
+            if spec["kind"] in ("points_xy", "points_x_then_y"):
+                xy = [f"({x:.1f}, {y:.1f})" for x, y in answer]
+                answer = f"{len(xy)} points: {', '.join(xy[:3])}{', ...' if len(xy) > 3 else ''}"
+            elif spec["kind"] == "embedding":
+                answer = f"{len(answer)}-d unit embedding"
+            console.print(f"  {spec['name']}: {answer}", highlight=False)
     if args.json:
         write_json(args.json, result)
         console.print(f"-> {args.json}")
@@ -316,11 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--adb", default="adb", help="the adb executable")
     stage("run", "the whole pipeline (finished stages are skipped; an imported run trains nothing)", cmd_run,
           config=True)
-    pred = sub.add_parser("predict", help="run one exported artifact on a photo (centre face crop), print the answer")
+    pred = sub.add_parser("predict", help="run one exported artifact on every face of a photo, print the answers")
     pred.add_argument("artifact", help="an artifact folder (or its model file), e.g. runs/default/export/tflite-int8")
-    pred.add_argument("image", help="a PNG or JPEG, RGB, the face in the centre")
-    pred.add_argument("--json", help="write the full result (points in image pixels) here")
-    pred.add_argument("--overlay", help="write the photo with the crop and the points drawn on it (PNG)")
+    pred.add_argument("image", help="a PNG or JPEG, RGB: a portrait, a group, a camera frame")
+    pred.add_argument("--json", help="write the full result ({faces: [{box, score, answers}]}, photo pixels) here")
+    pred.add_argument("--overlay", help="write the photo with every face's crop and points drawn on it (PNG)")
+    pred.add_argument("--no-detect", action="store_true",
+                      help="no face detection: the model on the photo's centred square (a photo cropped to the face)")
+    pred.add_argument("--min-face", type=int, help="smallest face width looked for, in pixels (default 48)")
     pred.add_argument("--threads", type=int, default=1)
     pred.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     pred.set_defaults(fn=cmd_predict)

@@ -167,7 +167,8 @@ def crop_rule(description: str) -> dict:
     return {"rule": "centre_square", "description": description}
 
 
-def raw_rgb_input(size: int, crop: dict, name: str = "image") -> dict:
+def raw_rgb_input(size: int, crop: dict, alignment: dict | None = None, name: str = "image") -> dict:
     """The input of a deployable whose normalisation is folded into the program: raw RGB 0..255."""
     return {"name": name, "shape": [1, 3, size, size], "layout": "NCHW", "dtype": "float32", "colour_order": "RGB",
-            "range": [0, 255], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "crop": crop}
+            "range": [0, 255], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "crop": crop,
+            **({"alignment": alignment} if alignment else {})}

@@ -105,3 +105,23 @@ def align(photo: np.ndarray, rule: dict, right_eye: Sequence[float],
     (map crop points, e.g. a face model's landmarks, back with `map_points`)."""
     m = crop_to_photo(rule, right_eye, left_eye)
     return warp_affine(photo, m, (rule["size"], rule["size"])), m
+
+
+def points_of(kind: str, values: np.ndarray) -> np.ndarray:
+    """A points output, (N, 2K) values as fractions of the crop -> (N, K, 2) (x, y)."""
+    v = np.asarray(values, np.float64).reshape(len(values), -1)
+    return v.reshape(len(v), -1, 2) if kind == "points_xy" else v.reshape(len(v), 2, -1).transpose(0, 2, 1)
+
+
+def measured_alignment(outputs: list[dict], predictions: list[np.ndarray], size: int, measured_on: str) -> dict | None:
+    """The eyes-level rule that puts a detector's eyes where this model puts the eyes on its own
+    faces: the mean eye centres of its first points output that names `eye_centres`, over
+    `predictions` (its outputs on those faces, in order). None where no output names eye centres."""
+    for spec, values in zip(outputs, predictions):
+        if spec.get("eye_centres"):
+            pts = points_of(spec["kind"], values)
+            right, left = (pts[:, list(e)].mean(axis=1) for e in spec["eye_centres"])  # (N, 2) each
+            centre = ((right + left) / 2).mean(axis=0)
+            distance = float(np.linalg.norm(left - right, axis=1).mean())
+            return {**eyes_level_rule(size, distance, centre.tolist()), "measured_on": measured_on}
+    return None

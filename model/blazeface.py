@@ -189,7 +189,7 @@ def load_tflite_weights(model: BlazeFace, path: str | Path) -> BlazeFace:
 def blazeface(path: str | Path | None = None) -> BlazeFace:
     """BlazeFace with MediaPipe's weights (from `path`, default the installed peer file), eval mode."""
     if path is None:
-        from ktedge.benchmarks.peers import peer_path
+        from ktedge.mediapipe_files import peer_path
 
         path = peer_path(PEER)
         if path is None:

@@ -161,7 +161,7 @@ def load_tflite_weights(model: FaceMesh, path: str | Path) -> FaceMesh:
 def facemesh(path: str | Path | None = None) -> FaceMesh:
     """FaceMesh with MediaPipe's weights (from `path`, default the installed peer file), eval mode."""
     if path is None:
-        from ktedge.benchmarks.peers import peer_path
+        from ktedge.mediapipe_files import peer_path
 
         path = peer_path(PEER)
         if path is None:

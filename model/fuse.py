@@ -25,8 +25,9 @@ from ktedge.atomic import sha256_file, verify_record, write_json
 from ktedge.deployable import crop_rule, export_program, raw_rgb_input, write_deployable
 from ktedge.errors import KtedgeError
 from ktedge.model.adapter import KTAdapter
+from ktedge.model.align import measured_alignment
 from ktedge.model.checkpoint import load_checkpoint
-from ktedge.model.data.datasets import split_faces
+from ktedge.model.data.datasets import held_out_source, split_faces
 from ktedge.model.encoders import Encoder, ProgramEncoder
 from ktedge.model.kt_model import KTModel
 from ktedge.model.systems import deploy_name, get as get_system
@@ -285,7 +286,8 @@ def fuse_stage(out: str | Path) -> dict:
     program = export_program(deploy, example, dynamic)
     with torch.no_grad():
         ref = flat(_batched(model, x, dynamic))
-        got = flat(_batched(program.module(), x, dynamic))
+        answers = as_outputs(_batched(program.module(), x, dynamic))
+        got = flat(tuple(answers))
     err = (ref - got).abs().max().item()
     gate = PARITY_TOLERANCE * max(1.0, ref.abs().max().item())  # float32 rounding grows with the value
     cos = torch.nn.functional.cosine_similarity(ref, got, dim=1).min().item()
@@ -315,17 +317,20 @@ def fuse_stage(out: str | Path) -> dict:
                              else "the training-only heads dropped"],
                   "parity": {k: parity[k] for k in ("max_abs_error", "tolerance", "faces", "passed")}}
     name = deploy_name(cfg)
+    outputs = _task_outputs(program, tasks, example)
+    alignment = measured_alignment(outputs, [a.numpy() for a in answers], cfg.data.image_size,
+                                   f"its own points on {len(x)} {held_out_source(cfg, 'val')} faces")
     written = write_deployable(out / "fuse", program, name=name, role="deploy",
-                               input=raw_rgb_input(cfg.data.image_size, CROP),
-                               outputs=_task_outputs(program, tasks, example), provenance=provenance,
-                               dynamic_batch=dynamic)
+                               input=raw_rgb_input(cfg.data.image_size, CROP, alignment),
+                               outputs=outputs, provenance=provenance, dynamic_batch=dynamic)
     parity["deploy_sha256"] = written.sha256
     comparisons = (system.comparisons or (lambda m: {}))(model)
     for role, module in comparisons.items():
         prog = export_program(module, example, dynamic)
         folder = out / "fuse" / "comparisons" / role.replace("_", "-")
         write_deployable(folder, prog, name=f"{name}-{folder.name}", role=role,
-                         input=raw_rgb_input(cfg.data.image_size, CROP), outputs=_task_outputs(prog, tasks, example),
+                         input=raw_rgb_input(cfg.data.image_size, CROP, alignment),
+                         outputs=_task_outputs(prog, tasks, example),
                          provenance={**provenance, "folded": [f"the {role.replace('_', ' ')} comparison model"]},
                          dynamic_batch=dynamic)
     parity["comparisons"] = sorted(r.replace("_", "-") for r in comparisons)

@@ -25,7 +25,8 @@ from ktedge.atomic import sha256_file, sha256_json, write_json, write_text
 from ktedge.config import Config, load_config
 from ktedge.deployable import export_program, write_deployable
 from ktedge.errors import KtedgeError
-from ktedge.model.data.datasets import split_faces
+from ktedge.model.align import measured_alignment
+from ktedge.model.data.datasets import held_out_source, split_faces
 from ktedge.model.deploy_form import (drop_guards, fold_batchnorm_nodes, fold_input_normalisation, prelu_as_max)
 from ktedge.model.encoders import load_program
 from ktedge.model.fuse import PARITY_FACES, PARITY_TOLERANCE, flat
@@ -79,7 +80,10 @@ def spec_outputs(spec: dict, shapes: list[list[int]], where: str) -> list[dict]:
             raise KtedgeError(f"{where}: output {o['name']}: eyes {o['eyes']} are not points of its {size // 2}")
         entry = task.output(o["name"], shape) if task else {"name": o["name"], "shape": shape, "kind": o["kind"],
                                                             "decode": o.get("decode", o["kind"])}
-        entry.update({k: o[k] for k in ("labels", "decode", "eyes", "agreement_gate") if k in o})
+        if o.get("eye_centres") and max(max(e) for e in o["eye_centres"]) >= size // 2:
+            raise KtedgeError(f"{where}: output {o['name']}: eye_centres {o['eye_centres']} are not points of its "
+                              f"{size // 2}")
+        entry.update({k: o[k] for k in ("labels", "decode", "eyes", "eye_centres", "agreement_gate") if k in o})
         entry["task"] = None if task is None else {"name": task.name, "metric": task.metric_name,
                                                    "lower_is_better": task.lower_is_better,
                                                    **({"gate_rel": o["gate"]} if "gate" in o else {})}
@@ -195,7 +199,8 @@ def import_model(out: str | Path, spec_path: str | Path, model: str | Path | Non
         raise KtedgeError(f"{where}: the model was exported for batch {shape[0]}; export it for batch 1 or any batch")
     cfg = import_config(spec, list(overrides))
     tasks = [o["task"] for o in spec["outputs"] if o.get("task")]
-    faces = split_faces(cfg, "val", tasks, n=PARITY_FACES).tensors()["image"]  # names labels the data lacks
+    held_out = split_faces(cfg, "val", tasks, n=PARITY_FACES).tensors()  # names labels the data lacks
+    faces, is_face = held_out["image"], held_out["face"].bool()
     colour = spec["input"].get("colour", "RGB")
     mean = spec["input"].get("mean", [0.0, 0.0, 0.0])
     std = spec["input"].get("std", [1.0, 1.0, 1.0])
@@ -222,11 +227,14 @@ def import_model(out: str | Path, spec_path: str | Path, model: str | Path | Non
                           f"{len(faces)} faces; nothing was written")
 
     crop = {"rule": "centre_square", "description": spec["input"].get("crop", "square face crop, face centred")}
+    alignment = measured_alignment(outputs, [y[is_face].numpy() for y in got], size,
+                                   f"its own points on {int(is_face.sum())} {held_out_source(cfg, 'val')} faces")
     write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     deployable = write_deployable(
         out / "fuse", program, name=spec["name"], role="deploy",
         input={"name": "image", "shape": [1, 3, size, size], "layout": "NCHW", "dtype": "float32",
-               "colour_order": "RGB", "range": [0, 255], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "crop": crop},
+               "colour_order": "RGB", "range": [0, 255], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "crop": crop,
+               **({"alignment": alignment} if alignment else {})},
         outputs=outputs, dynamic_batch=dynamic,
         provenance={"made_by": "ktedge import",
                     "source": {**source, "spec_sha256": sha256_file(spec_path)},

@@ -56,6 +56,8 @@ class Task:
     kind: str  # how an app decodes the output (export/preprocess.py decode, the app's Decode.kt)
     decode: str  # the same, for a person
     labels: tuple[str, ...] = ()  # class or attribute names, in output order
+    # Points output: the points whose mean is the subject's right eye centre, then the left.
+    eye_centres: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     # Training: (in_dim, hidden) -> head, and (image_size, n_identities, landmark_loss) -> loss.
     # None for a task only a pre-trained encoder brings (nothing here trains it).
     head: Callable[[int, int], TaskHead] | None = None
@@ -70,6 +72,8 @@ class Task:
         entry = {"name": name, "shape": shape, "kind": self.kind, "decode": self.decode}
         if self.labels:
             entry["labels"] = list(self.labels)
+        if self.eye_centres:
+            entry["eye_centres"] = [list(e) for e in self.eye_centres]
         return entry
 
 
@@ -80,6 +84,7 @@ def _landmark_loss(image_size: int, n_identities: int, landmark_loss: str) -> nn
 TASKS: dict[str, Task] = {
     "landmarks": Task("landmarks", "nme", metrics.nme, True, "points_xy",
                       "68 (x, y) points, iBUG-300W order, as fractions of the crop: pixel = value * crop_size",
+                      eye_centres=(tuple(range(36, 42)), tuple(range(42, 48))),  # iBUG's eye contours
                       head=lambda d, h: LandmarkHead(d, NUM_LANDMARKS * 2, h), loss=_landmark_loss),
     "age": Task("age", "mae", metrics.mae, True, "value", "age in years",
                 head=lambda d, h: AgeHead(d, 1, h), loss=lambda *a: losses.SmoothL1Years()),

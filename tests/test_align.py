@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data
 
-from ktedge.benchmarks.peers import peer_path
+from ktedge.mediapipe_files import peer_path
 from ktedge.model.align import align, crop_to_photo, eyes_level_rule, invert_affine, map_points, warp_affine
 
 RULE = eyes_level_rule(256, 0.3, (0.5, 0.4))

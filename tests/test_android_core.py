@@ -123,7 +123,7 @@ def test_the_app_decodes_runtime_outputs_as_ktedge_does(exported, core, photos, 
     (tmp_path / "outputs.json").write_text(json.dumps(raw))
     got = json.loads(kotlin(core, "decode", folder / "manifest.json", tmp_path / "crop.json",
                             tmp_path / "outputs.json"))["answers"]
-    want = decode(outputs, manifest, crop)
+    want = decode(outputs, manifest, crop.to_photo(manifest["preprocessing"]["crop_size"]))
     assert got.keys() == want.keys()
     for key in want:
         if isinstance(want[key], dict):

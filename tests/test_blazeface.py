@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data, transform
 
-from ktedge.benchmarks.peers import peer_path
+from ktedge.mediapipe_files import peer_path
 from ktedge.model.align import warp_affine
 from ktedge.model.blazeface import (INPUT_SIZE, KEYPOINTS, PEER, BlazeFace, box_iou, decode, detect, detect_tiled,
                                     letterbox_matrix, ssd_anchors, to_input, weighted_nms, blazeface)

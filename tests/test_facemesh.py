@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data
 
-from ktedge.benchmarks.peers import peer_path
+from ktedge.mediapipe_files import peer_path
 from ktedge.model import blazeface as bf
 from ktedge.model.align import invert_affine, map_points, warp_affine
 from ktedge.model.facemesh import (INPUT_SIZE, LEFT_EYE, LEFT_EYE_CORNERS, MOUTH_CORNERS, PEER, PRESENCE_THRESHOLD,

@@ -1,8 +1,9 @@
-"""Peer rows: MediaPipe's own on-device face models, run in the same LiteRT interpreter with the
-same threads as ours. They ship inside the mediapipe==0.10.21 wheel (Apache-2.0), which needs
-numpy<2 and so is never installed: `make install` downloads the wheel and this module extracts
-the two files into the venv (`python -m ktedge.benchmarks.peers WHEEL`), checking their sha256.
-Nothing is downloaded at run time."""
+"""MediaPipe's own face models: the detector ktedge predict finds faces with (its weights, in
+model/blazeface.py) and the bench's peer rows (run in the same LiteRT interpreter as ours). They
+ship inside the mediapipe==0.10.21 wheel (Apache-2.0), which needs numpy<2 and so is never
+installed: `make install` downloads the wheel and this module extracts the two files into the
+venv (`python -m ktedge.mediapipe_files WHEEL`), checking their sha256. Nothing is downloaded at
+run time."""
 from __future__ import annotations
 
 import hashlib
@@ -46,4 +47,4 @@ def install(wheel: str | Path) -> list[Path]:
 
 if __name__ == "__main__":
     for p in install(sys.argv[1]):
-        print(f"peer model -> {p}")
+        print(f"MediaPipe model -> {p}")
