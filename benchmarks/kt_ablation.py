@@ -467,7 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes, one thread each (default: 2, or 1 on a 1-core machine)")
     p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples per interval")
+    p.add_argument("--force", action="store_true", help="re-run even where this run's ablation is up to date")
     args = p.parse_args(argv)
+    if not args.force and ablation_is_current(args.out, args.plan):
+        console.print(f"KT ablation: up to date ({json_path(args.out)}), skipped")
+        return 0
     if args.seeds < 2:
         p.error("--seeds must be >= 2 (the table gives a standard deviation over seeds)")
     try:
