@@ -7,11 +7,13 @@ OUT     ?= runs/default
 
 .PHONY: run test install android-core-deps clean
 
-# The main job, then the KT ablation's headline on it (the knowledge token against a 0-prior
-# control, 5 seeds, intervals; ~2 min on 2 cores): report.md carries both.
+# The main job, then on it the KT ablation's headline (the knowledge token against a 0-prior
+# control, 5 seeds, intervals; ~2 min on 2 cores) and the landmarks on real photos against
+# FaceMesh's (seconds): report.md carries all three.
 run: $(STAMP)
 	$(BIN)/ktedge run --out $(OUT)
 	$(BIN)/python -m ktedge.benchmarks.kt_ablation --out $(OUT) --plan headline
+	$(BIN)/python -m ktedge.benchmarks.real_faces --out $(OUT)
 
 test: $(STAMP)
 	-@$(MAKE) --no-print-directory android-core-deps

@@ -446,17 +446,6 @@ def ablation_is_current(out: str | Path, plan: str = "headline") -> bool:
             and rec.get("plan") in (plan, "full") and plot_path(out).is_file())
 
 
-def refresh_report(out: Path) -> None:
-    """A run that has its summary gets the ablation in summary.json and report.md at once."""
-    if (out / "summary.json").is_file():
-        from ktedge.benchmarks.report import write_report
-        from ktedge.pipeline import build_summary
-
-        summary = build_summary(out)
-        write_json(out / "summary.json", summary)
-        write_report(out, summary)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="the KT-Adapter's ablations on a trained run, with seeds and intervals")
     p.add_argument("--out", type=Path, required=True, help="a run directory with train/checkpoint.pt")
@@ -480,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from ktedge.benchmarks.kt_ablation_report import headline_lines
+    from ktedge.benchmarks.report import refresh_report
 
     refresh_report(args.out)
 

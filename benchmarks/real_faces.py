@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ktedge.atomic import write_json
+from ktedge.benchmarks.report import refresh_report
 from ktedge.errors import KtedgeError
 from ktedge.export.predict import aligned_input, find_faces
 from ktedge.export.preprocess import decode
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     write_json(args.out / "bench" / "real_faces.json", result)
+    refresh_report(args.out)
     for name, r in result["artifacts"].items():
         print(f"{name}: {r['faces']} real faces, mean error {r['mean_pct']:.1f} % of the inter-ocular distance")
         for f in r["faces_detail"]:

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ktedge.atomic import atomic_path, read_json, write_text
+from ktedge.atomic import atomic_path, read_json, write_json, write_text
 from ktedge.benchmarks.kt_ablation_report import ablation_section
 from ktedge.benchmarks.ratios import ratio_artifacts, table_rows
 
@@ -218,6 +218,7 @@ def write_report(out: Path, summary: dict) -> Path:
                       *published_section(out, summary)]
         parts += ["## MediaPipe's own face models, same LiteRT interpreter", "", peers_table(latency), "",
                   "![latency](report/latency.png)", "", "![accuracy vs latency](report/accuracy_latency.png)", ""]
+    parts += real_faces_section(out)
     if (ablation := ablation_section(out)) is not None:
         parts += [ablation]
     if summary.get("quantize"):
@@ -230,6 +231,31 @@ def write_report(out: Path, summary: dict) -> Path:
     path = out / "report.md"
     write_text(path, "\n".join(parts))
     return path
+
+
+def refresh_report(out: Path) -> None:
+    """A finished run's summary.json and report.md rebuilt, so a measurement made after the run
+    (the KT ablation, the real-face check) shows in both at once."""
+    from ktedge.pipeline import build_summary
+
+    if (out / "summary.json").is_file():
+        summary = build_summary(out)
+        write_json(out / "summary.json", summary)
+        write_report(out, summary)
+
+
+def real_faces_section(out: Path) -> list[str]:
+    """The landmark artifacts' points against FaceMesh's on real photos (benchmarks/real_faces.py)."""
+    result = read_json(out / "bench" / "real_faces.json")
+    if result is None:
+        return []
+    rows = [[name, str(r["faces"]), _f(r["mean_pct"], ".1f", " %"),
+             ", ".join(f"{f['photo']} {f['mean_pct']:.0f} %" for f in r["faces_detail"])]
+            for name, r in result["artifacts"].items()]
+    return ["## On real faces", "",
+            f"Each face found by `ktedge predict`'s detector, aligned by the manifest's rule, and the artifact's "
+            f"{result['points']}, against {result['reference']}. Photos: {', '.join(result['photos'])}.", "",
+            _md_table(["artifact", "faces", "mean error", "per photo"], rows), ""]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -202,5 +202,9 @@ def build_summary(out: Path) -> dict:
         summary["published"] = published
     if (ablation := ablation_summary(out)) is not None:
         summary["kt_ablation"] = ablation
+    if (real := read_json(out / "bench" / "real_faces.json")) is not None:
+        summary["real_faces"] = {"reference": real["reference"], "points": real["points"],
+                                 "artifacts": {k: {"faces": v["faces"], "mean_error_pct": v["mean_pct"]}
+                                               for k, v in real["artifacts"].items()}}
     return summary
 

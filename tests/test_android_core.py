@@ -105,6 +105,35 @@ def test_the_app_feeds_the_model_what_ktedge_feeds_it(exported, core, photos, wh
             assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
 
 
+@pytest.mark.parametrize("where, name", [("export", "tflite-fp32"), (f"{ONET}/export", "tflite-int8-int8io")])
+def test_the_app_aligns_a_detected_face_as_ktedge_predict_does(exported, core, photos, tmp_path, where, name):
+    """A face BlazeFace found in a real photo, turned 20 degrees: the app's eyes-level crop (its
+    matrix, the box average, the bilinear warp) gives the input ktedge predict gives: equal value
+    for value here; at most one step apart, and rarely, where another CPU's float64 rounds a
+    sample on the other side of .5."""
+    from skimage import transform
+
+    from ktedge.export.predict import aligned_input, find_faces
+
+    out, *_ = exported
+    folder = out / where / name
+    manifest = load_manifest(folder)
+    rule = manifest["preprocessing"]["alignment"]
+    turned = transform.rotate(data.astronaut(), 20, preserve_range=True).round().astype(np.uint8)
+    Image.fromarray(turned).save(tmp_path / "turned.png")
+    for photo, pixels in ((photos["astronaut"], load_image(photos["astronaut"])), (tmp_path / "turned.png", turned)):
+        (face,) = find_faces(pixels, 48)
+        eyes = [face.keypoint("right_eye").tolist(), face.keypoint("left_eye").tolist()]
+        (tmp_path / "eyes.json").write_text(json.dumps(eyes))
+        result = json.loads(kotlin(core, "align", folder / "manifest.json", photo, tmp_path / "eyes.json"))
+        x, m = aligned_input(pixels, rule, *map(np.array, eyes))
+        np.testing.assert_allclose(np.array(result["to_photo"]).reshape(2, 3), m, rtol=1e-12, atol=1e-9)
+        expected = model_input(x, manifest).reshape(-1).astype(np.float64)
+        diff = np.abs(np.array(result["input"], dtype=np.float64) - expected)
+        step = 1.0 if manifest["input"]["quantization"] else 1.0 / min(manifest["preprocessing"]["std"])
+        assert diff.max() <= step + 1e-6 and (diff > 1e-6).mean() < 0.001, (diff.max(), (diff > 1e-6).mean())
+
+
 @pytest.mark.parametrize("where, name", [("export", "tflite-int8"), (f"{ONET}/export", "tflite-int8-int8io")])
 def test_the_app_decodes_runtime_outputs_as_ktedge_does(exported, core, photos, tmp_path, where, name):
     """The artifact's real outputs on a real photo, decoded by Kotlin and by Python: the same

@@ -160,3 +160,23 @@ def test_every_bad_image_is_one_named_line_and_exit_2(exported, tmp_path):
 def test_predict_on_a_folder_that_is_not_an_artifact_says_so(tmp_path):
     r = ktedge("predict", str(tmp_path), str(tmp_path / "x.png"))
     assert r.returncode == 2 and "not an exported artifact (no manifest.json beside it)" in r.stderr
+
+
+def test_the_real_face_check_finds_each_photo_and_lands_in_the_report(exported, tmp_path):
+    """benchmarks/real_faces.py on the run's landmark artifact: the astronaut and her three
+    variants each found once, every point compared, the figures in summary.json and report.md."""
+    import shutil
+
+    from ktedge.benchmarks.real_faces import main as real_faces
+
+    out, *_ = exported
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    assert real_faces(["--out", str(run), "--artifact", "tflite-int8"]) == 0
+    result = json.loads((run / "bench" / "real_faces.json").read_text())["artifacts"]["tflite-int8"]
+    assert result["faces"] == 4 and [f["photo"] for f in result["faces_detail"]] == [
+        "astronaut", "mirrored", "turned -20 deg", "turned +20 deg"]
+    assert all(np.isfinite(list(f["error_pct"].values())).all() for f in result["faces_detail"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["real_faces"]["artifacts"]["tflite-int8"]["mean_error_pct"] == result["mean_pct"]
+    assert "## On real faces" in (run / "report.md").read_text()

@@ -27,8 +27,12 @@ class OutputSpec(
     val elementCount: Int get() = shape.fold(1) { a, b -> a * b }
 }
 
-/** input value = (pixel - mean[c]) / std[c], pixel 0..255 after the centred square crop. */
-class Preprocessing(val cropSize: Int, val colourOrder: String, val mean: FloatArray, val std: FloatArray)
+/**
+ * input value = (pixel - mean[c]) / std[c], pixel 0..255 after the centred square crop, or, for a
+ * face a detector found, after the eyes-level crop of `alignment` (absent where the model states none).
+ */
+class Preprocessing(val cropSize: Int, val colourOrder: String, val mean: FloatArray, val std: FloatArray,
+                    val alignment: AlignmentRule? = null)
 
 /**
  * The `manifest.json` written beside every ktedge artifact: everything the app needs to feed the
@@ -100,7 +104,8 @@ class Manifest(
             val preprocessing = Preprocessing(
                 int(pre, "crop_size", "preprocessing"),
                 oneOf(str(pre, "colour_order", "preprocessing"), listOf("RGB", "BGR"), "preprocessing.colour_order"),
-                floats3(pre, "mean", "preprocessing"), floats3(pre, "std", "preprocessing")
+                floats3(pre, "mean", "preprocessing"), floats3(pre, "std", "preprocessing"),
+                if (pre.has("alignment")) parseAlignment(obj(pre, "alignment", "preprocessing")) else null
             )
             if (preprocessing.std.any { it == 0f }) throw ManifestError("manifest.json: preprocessing.std has a 0")
             val input = parseInput(obj(m, "input", ""), preprocessing.cropSize)
@@ -212,6 +217,20 @@ class Manifest(
                 throw ManifestError("manifest.json: ${path(where, key)} must be 3 numbers")
             }
             return FloatArray(3) { a[it].asFloat }
+        }
+
+        private fun parseAlignment(o: JsonObject): AlignmentRule {
+            val where = "preprocessing.alignment"
+            oneOf(str(o, "rule", where), listOf("eyes_level"), "$where.rule")
+            val centre = arr(o, "eye_centre", where)
+            if (centre.size() != 2 || centre.any { !it.isJsonPrimitive || !it.asJsonPrimitive.isNumber }) {
+                throw ManifestError("manifest.json: $where.eye_centre must be 2 numbers")
+            }
+            val distance = field(o, "eye_distance", where)
+            if (!distance.isJsonPrimitive || !distance.asJsonPrimitive.isNumber || distance.asDouble <= 0.0) {
+                throw ManifestError("manifest.json: $where.eye_distance must be a positive number")
+            }
+            return AlignmentRule(int(o, "size", where), distance.asDouble, centre[0].asDouble, centre[1].asDouble)
         }
 
         private fun oneOf(value: String, allowed: List<String>, where: String): String {

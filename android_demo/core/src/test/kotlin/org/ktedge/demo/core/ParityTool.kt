@@ -12,6 +12,8 @@ import javax.imageio.ImageIO
  * manifest through export/preprocess.py and compares (javax.imageio stands in for Android's
  * BitmapFactory; the core code is the app's own):
  *   input  MANIFEST IMAGE          -> {"crop": .., "input": [..]} the tensor the app would feed
+ *   align  MANIFEST IMAGE EYES     -> {"to_photo": [6], "input": [..]} a detected face's aligned input,
+ *                                     EYES a JSON [[right x, y], [left x, y]] in photo pixels
  *   decode MANIFEST CROP OUTPUTS   -> {"answers": ..} for raw outputs given as JSON lists
  *   result MANIFEST                -> a benchmark result file, as BenchmarkActivity writes it
  *   load   MODEL                   -> {"runtime": .., "needs": .., "field": ..} once Artifact.load
@@ -45,6 +47,21 @@ object ParityTool {
                 else input.bytes!!.forEach { values.add(if (manifest.input.dtype == "uint8") it.toInt() and 0xff else it.toInt()) }
                 println(gson.toJson(JsonObject().apply { add("crop", crop(crop)); add("input", values) }))
             }
+            "align" -> {
+                val image = ImageIO.read(File(args[2])) ?: throw ImageError("${args[2]}: not an image")
+                val argb = ArgbImage(image.width, image.height, image.getRGB(0, 0, image.width, image.height, null, 0, image.width))
+                val eyes = JsonParser.parseString(File(args[3]).readText()).asJsonArray
+                val rule = manifest.preprocessing.alignment ?: throw ManifestError("manifest.json: no preprocessing.alignment")
+                val (r, l) = eyes.map { it.asJsonArray }
+                val m = Align.cropToPhoto(rule, r[0].asDouble, r[1].asDouble, l[0].asDouble, l[1].asDouble)
+                val input = Preprocess.modelInput(Align.alignedCrop(argb, rule, m), manifest)
+                val values = JsonArray()
+                val floats = input.floats
+                if (floats != null) floats.forEach { values.add(it) }
+                else input.bytes!!.forEach { values.add(if (manifest.input.dtype == "uint8") it.toInt() and 0xff else it.toInt()) }
+                val matrix = JsonArray().apply { m.forEach { add(it) } }
+                println(gson.toJson(JsonObject().apply { add("to_photo", matrix); add("input", values) }))
+            }
             "decode" -> {
                 val c = JsonParser.parseString(File(args[2]).readText()).asJsonObject
                 val crop = Crop(c["x0"].asInt, c["y0"].asInt, c["side"].asInt)
@@ -65,7 +82,7 @@ object ParityTool {
                 print(LatencyResult.ok(device, manifest, "LiteRT 2.3.0 CompiledModel", "CPU (XNNPACK)", 10, 1, 21.7,
                     1.9, LatencyStats(doubleArrayOf(0.52, 0.48, 0.50, 0.61, 0.49)), 5, 61.2, 14.8))
             }
-            else -> throw IllegalArgumentException("mode ${args[0]}: expected input, decode or result")
+            else -> throw IllegalArgumentException("mode ${args[0]}: expected input, align, decode or result")
         }
     }
 

@@ -1,0 +1,96 @@
+package org.ktedge.demo.core
+
+import kotlin.math.floor
+import kotlin.math.hypot
+
+/**
+ * The manifest's `preprocessing.alignment` (rule `eyes_level`): rotate the eyes level, scale so
+ * their distance is eyeDistance * size crop pixels, put their midpoint at eyeCentre * size.
+ */
+class AlignmentRule(val size: Int, val eyeDistance: Double, val eyeCentreX: Double, val eyeCentreY: Double)
+
+/**
+ * A detected face -> the model's input crop, the same steps as ktedge's model/align.py and
+ * export/predict.py (a test holds them equal value for value): the similarity from the eyes, a
+ * k x k box average of the photo when it shrinks by k >= 2, then bilinear sampling with a zero
+ * border, every coordinate in float64 with the origin at the image's top-left corner.
+ */
+object Align {
+
+    /** The (2, 3) crop -> photo matrix, row-major [a, b, tx, c, d, ty], from the subject's eyes. */
+    fun cropToPhoto(rule: AlignmentRule, rightX: Double, rightY: Double, leftX: Double, leftY: Double): DoubleArray {
+        val dx = leftX - rightX
+        val dy = leftY - rightY
+        val dist = hypot(dx, dy)
+        require(dist > 0) { "the two eyes coincide: no alignment is defined" }
+        val scale = dist / (rule.eyeDistance * rule.size)
+        val cos = dx / dist * scale
+        val sin = dy / dist * scale
+        val cx = rule.eyeCentreX * rule.size
+        val cy = rule.eyeCentreY * rule.size
+        val midX = (rightX + leftX) / 2
+        val midY = (rightY + leftY) / 2
+        return doubleArrayOf(cos, -sin, midX - (cos * cx + -sin * cy), sin, cos, midY - (sin * cx + cos * cy))
+    }
+
+    /** -> (size * size * 3) RGB floats 0..255, row-major HWC, of the face the matrix places. */
+    fun alignedCrop(image: ArgbImage, rule: AlignmentRule, m: DoubleArray): FloatArray {
+        val k = hypot(m[0], m[3]).toInt()
+        var w = image.width
+        var h = image.height
+        var src = rgb(image)
+        var mk = m
+        if (k >= 2) {  // box average first: bilinear alone aliases
+            val sw = w / k
+            val sh = h / k
+            val small = IntArray(sw * sh * 3)
+            for (y in 0 until sh) for (x in 0 until sw) for (c in 0 until 3) {
+                var sum = 0.0
+                for (yy in y * k until (y + 1) * k) for (xx in x * k until (x + 1) * k) sum += src[(yy * w + xx) * 3 + c]
+                small[(y * sw + x) * 3 + c] = clip(floor(sum / (k * k) + 0.5))
+            }
+            src = small
+            w = sw
+            h = sh
+            mk = DoubleArray(6) { m[it] / k }
+        }
+        return warp(src, w, h, mk, rule.size)
+    }
+
+    /** Bilinear with a zero border: model/align.py's warp_affine, pixel by pixel. */
+    fun warp(src: IntArray, w: Int, h: Int, m: DoubleArray, size: Int): FloatArray {
+        val out = FloatArray(size * size * 3)
+        fun tap(y: Int, x: Int, c: Int): Double = if (x < 0 || y < 0 || x >= w || y >= h) 0.0 else src[(y * w + x) * 3 + c].toDouble()
+        for (r in 0 until size) for (col in 0 until size) {
+            val px = col + 0.5
+            val py = r + 0.5
+            val x = m[0] * px + m[1] * py + m[2] - 0.5
+            val y = m[3] * px + m[4] * py + m[5] - 0.5
+            val x0 = floor(x)
+            val y0 = floor(y)
+            val fx = x - x0
+            val fy = y - y0
+            val xi = x0.toInt()
+            val yi = y0.toInt()
+            for (c in 0 until 3) {
+                val top = (1 - fx) * tap(yi, xi, c) + fx * tap(yi, xi + 1, c)
+                val bottom = (1 - fx) * tap(yi + 1, xi, c) + fx * tap(yi + 1, xi + 1, c)
+                out[(r * size + col) * 3 + c] = clip(floor((1 - fy) * top + fy * bottom + 0.5)).toFloat()
+            }
+        }
+        return out
+    }
+
+    private fun clip(v: Double): Int = v.coerceIn(0.0, 255.0).toInt()
+
+    private fun rgb(image: ArgbImage): IntArray {
+        val out = IntArray(image.width * image.height * 3)
+        for (i in 0 until image.width * image.height) {
+            val p = image.pixels[i]
+            out[i * 3] = (p shr 16) and 0xff
+            out[i * 3 + 1] = (p shr 8) and 0xff
+            out[i * 3 + 2] = p and 0xff
+        }
+        return out
+    }
+}
