@@ -53,6 +53,19 @@ def artifact_table(artifacts: list[dict], metric: str) -> str:
                       "speed-up vs fp32"], rows + failed)
 
 
+def placement_table(artifacts: list[dict]) -> str:
+    """Per artifact: delegate partitions, the ops its runtime runs outside them, and (int8) the ops
+    that compute in float: what a phone NPU taking only integer graphs would not take."""
+    def ops(d: dict | None) -> str:
+        return ", ".join(f"{k} x{v}" for k, v in (d or {}).items()) or "none"
+
+    rows = [[a["name"], p["delegate"] or "-", str(p["partitions"]), ops(p["outside"]),
+             ops(p["float_ops"]) if a["precision"] == "int8" else "(float artifact)"]
+            for a in artifacts if (p := a.get("placement"))]
+    return _md_table(["artifact", "delegate", "partitions", "ops outside the delegate", "float ops in the int8 graph"],
+                     rows)
+
+
 def train_table(train: dict) -> str:
     """The trained model beside what it is measured against (train/metrics.json's `compare`)."""
     rows = train["compare"]
@@ -204,6 +217,12 @@ def write_report(out: Path, summary: dict) -> Path:
               f"Task metric: {metric} on {faces_in_words(out)}; drift is |int8 - fp32| / fp32 against the "
               f"deployable's float program on the same faces; speed-up is over the same format's fp32 artifact.", "",
               artifact_table([a for a in summary["artifacts"] if a["model"] == summary.get("model")], metric), ""]
+    own = [a for a in summary["artifacts"] if a["model"] == summary.get("model")]
+    if any(a.get("placement") for a in own):
+        parts += ["## Where the ops run", "",
+                  "Read from each file in its runtime here (ExecuTorch: the .pte's plan; LiteRT: the nodes after "
+                  "XNNPACK delegation; onnxruntime: its optimised graph). Core ML places ops per device at load, "
+                  "on Apple only.", "", placement_table(own), ""]
     if summary.get("ratios"):
         parts += ["## Targets", "", ratio_table(summary["ratios"]), ""]
     if latency is not None:

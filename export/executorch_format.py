@@ -61,6 +61,32 @@ def _open(path: Path, manifest: dict, threads: int) -> Invoke:
     return invoke
 
 
+def _placement(path: Path) -> dict:
+    """The .pte's own plan: its delegate calls (each a partition the backend compiled) and the
+    kernels the portable runtime runs between them, by operator and the dtypes they take."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    loaded = deserialize_pte_binary(path.read_bytes())
+    plan = getattr(loaded, "program", loaded).execution_plan[0]
+    backends = sorted({d.id for d in plan.delegates})
+    outside: dict[str, int] = {}
+    float_ops: dict[str, int] = {}
+    for chain in plan.chains:
+        for ins in chain.instructions:
+            if type(ins.instr_args).__name__ != "KernelCall":
+                continue
+            op = plan.operators[ins.instr_args.op_index].name
+            outside[op] = outside.get(op, 0) + 1
+            dtypes = {plan.values[a].val.scalar_type.name for a in ins.instr_args.args
+                      if type(plan.values[a].val).__name__ == "Tensor"}
+            if dtypes & {"FLOAT", "HALF"}:
+                float_ops[op] = float_ops.get(op, 0) + 1
+    calls = sum(type(i.instr_args).__name__ == "DelegateCall" for c in plan.chains for i in c.instructions)
+    return {"runtime": "executorch", "delegate": ", ".join(backends) or None, "partitions": calls,
+            "outside": outside, "float_ops": float_ops,
+            "how": "the .pte's execution plan: delegate calls and the portable kernels between them"}
+
+
 RUNTIME = "executorch.runtime (XNNPACK)"
 FORMAT = Format("executorch", [
     Exporter("executorch-fp32", "executorch", "fp32", "xnnpack", ".pte", RUNTIME, None, _xnnpack(None), reference=True),
@@ -68,4 +94,4 @@ FORMAT = Format("executorch", [
              int8_ratio=True),
     Exporter("executorch-fp16-coreml", "executorch", "fp16", "coreml", ".pte", "executorch (Core ML delegate, Apple)",
              None, _coreml_fp16, apple_only=True),
-], open=_open, runtime_modules=["torch", "executorch.runtime"])
+], open=_open, runtime_modules=["torch", "executorch.runtime"], placement=_placement)

@@ -45,6 +45,9 @@ class Format:
     runtime_modules: list[str] = field(default_factory=list)  # what `open` imports: not timed as load
     # What can be checked of an artifact where it cannot run: -> {"structure": {...}, "passed": bool}
     structure: Callable[[Path, dict], dict] | None = None
+    # Where the file's ops run, read from the file (manifest `placement`, summary rows, the report):
+    # model file -> {"runtime", "delegate", "partitions", "outside": {op: n}, "float_ops": {op: n}, ...}
+    placement: Callable[[Path], dict] | None = None
 
 
 def formats() -> dict[str, Format]:

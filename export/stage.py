@@ -92,6 +92,9 @@ def build_manifest(src: ExportSource, exp: Exporter, built: dict, model_path: Pa
     }
     if built.get("notes"):
         manifest["notes"] = built["notes"]
+    fmt = formats()[exp.format]
+    if fmt.placement is not None:
+        manifest["placement"] = fmt.placement(model_path)
     return check_manifest(manifest, f"{exp.name} manifest")
 
 

@@ -111,10 +111,42 @@ def _open(path: Path, manifest: dict, threads: int) -> Invoke:
     return invoke
 
 
+def _placement(path: Path) -> dict:
+    """LiteRT's interpreter with its default XNNPACK delegate, after delegation: each DELEGATE node
+    is a partition; the ops it runs outside them are the ones whose outputs the delegates, the
+    graph outputs or other outside ops consume; float ops are the ops that compute in float."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    ops = it._get_ops_details()  # the public API has no op list; this is what its analyzer reads
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    produced_by = {int(t): o for o in original for t in o["outputs"]}
+    from_delegate = {int(t) for d in delegates for t in d["outputs"]}
+    graph_inputs = {int(d["index"]) for d in it.get_input_details()}
+    need = [int(t) for d in delegates for t in d["inputs"]] + [int(d["index"]) for d in it.get_output_details()]
+    outside, seen = [], set()
+    while need:  # walk back from what must be materialised to the ops that materialise it
+        t = need.pop()
+        o = produced_by.get(t)
+        if t in from_delegate or t in graph_inputs or o is None or o["index"] in seen:
+            continue
+        seen.add(o["index"])
+        outside.append(o)
+        need += [int(x) for x in o["inputs"] if x >= 0]
+    count = lambda rows: {n: sum(r["op_name"] == n for r in rows) for n in sorted({r["op_name"] for r in rows})}
+    float_ops = [o for o in original if any(t is np.float32 or t is np.float16 for t in o["result_types"])]
+    return {"runtime": "ai_edge_litert", "delegate": "XNNPACK" if delegates else None, "partitions": len(delegates),
+            "ops": len(original), "ops_in_delegate": len(original) - len(outside), "outside": count(outside),
+            "float_ops": count(float_ops),
+            "how": "the interpreter's nodes after XNNPACK delegation (ops whose results are float, whoever runs them)"}
+
+
 RUNTIME = "ai_edge_litert interpreter (XNNPACK)"
 FORMAT = Format("tflite", [
     Exporter("tflite-fp32", "tflite", "fp32", "float-io", ".tflite", RUNTIME, None, _fp32, reference=True),
     Exporter("tflite-fp16", "tflite", "fp16", "float-io", ".tflite", RUNTIME, None, _fp16),
     Exporter("tflite-int8", "tflite", "int8", "float-io", ".tflite", RUNTIME, "tflite", _int8, int8_ratio=True),
     Exporter("tflite-int8-int8io", "tflite", "int8", "int8-io", ".tflite", RUNTIME, "tflite", _int8_io),
-], open=_open, runtime_modules=["ai_edge_litert.interpreter"])
+], open=_open, runtime_modules=["ai_edge_litert.interpreter"], placement=_placement)

@@ -127,7 +127,9 @@ def run(cfg: Config, out: str | Path) -> dict:
 
 
 def _artifacts(run: Path, latency: dict[str, dict], prefix: str = "") -> list[dict]:
-    """summary.json's artifacts of one run: each export joined with its validation and its host latency."""
+    """summary.json's artifacts of one run: each export joined with its validation, its host
+    latency and its manifest's placement."""
+    from ktedge.export.manifest import artifact_dir
     index = read_json(run / "export" / "index.json") or {"artifacts": []}
     accuracy = read_json(run / "validate" / "accuracy.json") or {}
     model = (read_json(run / "fuse" / RECORD) or {}).get("name")
@@ -148,7 +150,8 @@ def _artifacts(run: Path, latency: dict[str, dict], prefix: str = "") -> list[di
                      + [o for o, g in (acc.get("outputs") or {}).items() if g.get("passed") is False],
                      "latency_ms": {"median": lat["median"], "p90": lat["p90"]} if lat else None,
                      "bench_status": bench.get("status"), "bench_reason": bench.get("reason"),
-                     "runtime": acc.get("runtime") or bench.get("runtime")})
+                     "runtime": acc.get("runtime") or bench.get("runtime"),
+                     "placement": (read_json(artifact_dir(run, a) / "manifest.json") or {}).get("placement")})
     return rows
 
 

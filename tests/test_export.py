@@ -116,6 +116,32 @@ def test_int8_io_tflite_takes_quantization_parameters_from_its_manifest(exported
         assert np.abs(int_io(images[i:i + 1])[0] - float_io(images[i:i + 1])[0]).max() < 0.02
 
 
+def test_every_artifact_says_where_its_ops_run(exported):
+    """The placement read from each file: XNNPACK partitions in the .pte and the .tflite, the
+    integer kernels onnxruntime fused from the QDQ graph, float ops named in every int8 graph's
+    report only where they are float; summary.json's rows carry the same."""
+    from ktedge.pipeline import build_summary
+
+    out, *_ = exported
+    summary = build_summary(out)
+    rows = {a["name"]: a for a in summary["artifacts"] if a["model"] == summary["model"]}
+    for name in ("executorch-fp32", "executorch-int8", "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"):
+        placement = load_manifest(out / "export" / name)["placement"]
+        assert rows[name]["placement"] == placement
+        assert placement["partitions"] >= 1, name
+    et = load_manifest(out / "export" / "executorch-int8")["placement"]
+    assert et["delegate"] == "XnnpackBackend" and set(et["float_ops"]) <= set(et["outside"])
+    lite = load_manifest(out / "export" / "tflite-int8")["placement"]
+    assert lite["delegate"] == "XNNPACK" and lite["ops_in_delegate"] + sum(lite["outside"].values()) == lite["ops"]
+    assert "CONV_2D" not in lite["float_ops"]  # the convolutions are int8
+    assert "CONV_2D" in load_manifest(out / "export" / "tflite-fp32")["placement"]["float_ops"]
+    ort = load_manifest(out / "export" / "onnx-int8")["placement"]
+    assert ort["kernels"].get("QLinearConv", 0) > 0  # onnxruntime fused the QDQ convolutions
+    apple = load_manifest(out / "export" / "executorch-fp16-coreml")["placement"]  # the plan reads anywhere
+    assert apple["delegate"] == "CoreMLBackend" and apple["partitions"] == 1 and apple["outside"] == {}
+    assert "placement" not in load_manifest(out / "export" / "coreml-fp32")  # Core ML places ops at load
+
+
 def test_a_manifest_with_a_wrong_hash_or_a_missing_field_is_refused(exported, tmp_path):
     out, _, _, _ = exported
     d = tmp_path / "tflite-fp32"
