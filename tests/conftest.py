@@ -67,8 +67,8 @@ def exported(tiny_run, tmp_path_factory):
     return out, cfg, index, validation
 
 
-# `make test` runs two pytest workers (-n 2 --dist loadgroup): the systems' own trainings on one,
-# everything else on the other, where the session fixtures above (a trained and exported tiny run)
+# `make test` runs two pytest workers (-n 2 --dist loadgroup): the systems' own trainings and the
+# import tests on one, everything else on the other, where the session fixtures above (a trained and exported tiny run)
 # are built once and shared. The two groups are given to xdist's scheduler directly: xdist_group
 # marks reach it by a suffix xdist writes into the test ids, which pytest 9.2's structured ids
 # silently drop (pytest-xdist#1386), and each worker then built the exported run and the systems'
@@ -81,7 +81,8 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SystemsApart(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "systems" if nodeid.startswith("tests/test_systems.py") else "pipeline"
+            # test_import trains and imports its own model: it needs neither shared run
+            return "systems" if nodeid.startswith(("tests/test_systems.py", "tests/test_import.py")) else "pipeline"
 
     return SystemsApart(config, log)
 

@@ -18,12 +18,15 @@ from ktedge.export.registry import exporters
 from ktedge.export.runtimes import NotRunnableHere, open_runner
 from ktedge.export.source import export_source
 from ktedge.export.stage import export_artifacts, export_stage
-from ktedge.model.data.datasets import lfw_faces
+from ktedge.model.data.datasets import lfw_faces, split_faces
 from ktedge.model.data.faces import generate_faces, split_seed
 from ktedge.model.fuse import fuse_stage
 from ktedge.model.onet import load_pretrained_onet
+from ktedge.model.train import predict_outputs
 from ktedge.progress import progress
-from tests.conftest import ONET, QUICK, TINY
+from ktedge.quantize.stage import batch_size
+from ktedge.specs import shipped_spec
+from tests.conftest import ONET, QUICK, TINY, ktedge
 
 ALL_ARTIFACTS = {e.name for exps in exporters().values() for e in exps}
 
@@ -228,3 +231,25 @@ def test_export_without_quantized_programs_is_a_clear_error(tiny_run, tmp_path):
     cfg = load_config(overrides=[TINY, QUICK, {"published": []}])
     with pytest.raises(KtedgeError, match=r"quantize/executorch/model\.pt2: missing \(run `ktedge quantize"):
         export_stage(cfg, tmp_path)
+
+
+def test_the_real_onet_imported_as_a_pt2_is_the_published_deployable(exported, tmp_path):
+    """The O-Net exported by hand to a .pt2 and imported with the spec ktedge ships computes what
+    the deployable ktedge imports from its factory beside every run computes (one graph, one set of
+    weights), and answers the real LFW crops as it does: the rest of the chain is the published one."""
+    run, *_ = exported
+    program = torch.export.export(load_pretrained_onet(), (torch.zeros(1, 3, 48, 48),))
+    torch.export.save(program, tmp_path / "onet.pt2")
+    out = tmp_path / "onet"
+    r = ktedge("import", str(tmp_path / "onet.pt2"), "--spec", str(shipped_spec("mtcnn-onet")), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    same = json.loads((run / ONET / "fuse" / "deployable.json").read_text())
+    mine = json.loads((out / "fuse" / "deployable.json").read_text())
+    assert mine["program"]["graph_sha256"] == same["program"]["graph_sha256"]  # .pt2 or factory: one model
+    assert mine["outputs"] == same["outputs"] and mine["input"] == same["input"]
+    assert mine["provenance"]["source"]["kind"] == "exported_program" and same["provenance"]["source"]["kind"] == "factory"
+    faces = split_faces(load_config(out / "config.yaml"), "test", ("face",), n=60).tensors()["image"]
+    a, b = (predict_outputs(d.program.module(), faces, batch_size(d))
+            for d in (load_deployable(out / "fuse"), load_deployable(run / ONET / "fuse")))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -12,12 +12,9 @@ import yaml
 from torch import nn
 
 from ktedge.config import load_config
-from ktedge.deployable import load_deployable
 from ktedge.model.data.datasets import split_faces
-from ktedge.model.train import predict_outputs
-from ktedge.quantize.stage import batch_size
 from ktedge.specs import shipped_spec
-from tests.conftest import ONET, ktedge
+from tests.conftest import ktedge
 from tests.dataset_folders import write_csv_folder
 
 SIZE = 64
@@ -151,30 +148,6 @@ def test_deploy_from_python_gives_the_cli_artifacts_byte_for_byte(imported, user
     cli = {a["name"]: a["sha256"] for a in summary["artifacts"] if a["name"] in only}
     assert {a["name"]: a["sha256"] for a in result["artifacts"]} == cli
     assert all(a["passed"] for a in result["artifacts"])
-
-
-def test_the_real_onet_imported_as_a_pt2_is_the_published_deployable(exported, tmp_path):
-    """The O-Net exported by hand to a .pt2 and imported with the spec ktedge ships computes what
-    the deployable ktedge imports from its factory beside every run computes (one graph, one set of
-    weights), and answers the real LFW crops as it does: the rest of the chain is the published one."""
-    from ktedge.model.onet import load_pretrained_onet
-
-    run, *_ = exported
-    program = torch.export.export(load_pretrained_onet(), (torch.zeros(1, 3, 48, 48),))
-    torch.export.save(program, tmp_path / "onet.pt2")
-    out = tmp_path / "onet"
-    r = ktedge("import", str(tmp_path / "onet.pt2"), "--spec", str(shipped_spec("mtcnn-onet")), "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    same = json.loads((run / ONET / "fuse" / "deployable.json").read_text())
-    mine = json.loads((out / "fuse" / "deployable.json").read_text())
-    assert mine["program"]["graph_sha256"] == same["program"]["graph_sha256"]  # .pt2 or factory: one model
-    assert mine["outputs"] == same["outputs"] and mine["input"] == same["input"]
-    assert mine["provenance"]["source"]["kind"] == "exported_program" and same["provenance"]["source"]["kind"] == "factory"
-    faces = split_faces(load_config(out / "config.yaml"), "test", ("face",), n=60).tensors()["image"]
-    a, b = (predict_outputs(d.program.module(), faces, batch_size(d))
-            for d in (load_deployable(out / "fuse"), load_deployable(run / ONET / "fuse")))
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
 
 
 # --- bad input: one line naming the file, exit 2, nothing written over ---------------------------
