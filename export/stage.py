@@ -16,7 +16,7 @@ from ktedge.config import Config
 from ktedge.deployable import Deployable, deployable_folders, load_deployable
 from ktedge.errors import KtedgeError
 from ktedge.export.manifest import SCHEMA_ID, check_manifest, describe_file, tool_versions
-from ktedge.export.registry import Exporter, exporters, reference_exporters
+from ktedge.export.registry import Exporter, exporters, formats, reference_exporters
 from ktedge.export.source import ExportSource, export_source, quantized_program
 from ktedge.model.data.datasets import split_faces
 from ktedge.progress import console, converter_log, is_verbose, progress, quiet_library_logs
