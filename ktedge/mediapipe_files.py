@@ -32,6 +32,15 @@ def peer_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def installed(name: str) -> Path:
+    """The extracted file of `name`, or a KtedgeError saying how to get it."""
+    path = peer_path(name)
+    if path is None:
+        raise KtedgeError(f"{Path(PEERS[name][0]).name} (MediaPipe's {PEERS[name][2]}) is not installed: "
+                          f"run `make install`")
+    return path
+
+
 def install(wheel: str | Path) -> list[Path]:
     out = []
     with zipfile.ZipFile(wheel) as z:

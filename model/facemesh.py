@@ -1,7 +1,7 @@
 """FaceMesh, MediaPipe's 468-point face landmark model, as a PyTorch reference implementation.
 
 The network is read op by op from MediaPipe's own `face_landmark.tflite` (the mediapipe 0.10.21
-wheel, Apache-2.0; `make install` extracts it, `peer_path` finds it) and its fp16 weights are
+wheel, Apache-2.0; `make install` extracts it, `ktedge.mediapipe_files` finds it) and its fp16 weights are
 loaded from that file's flatbuffer with `model/blazeface.py`'s reader. The crop follows MediaPipe's
 face_detection_front_detection_to_roi.pbtxt (DetectionsToRectsCalculator with the eye keypoints as
 rotation vector, RectTransformationCalculator scale 1.5 and square_long) and the input range its
@@ -161,11 +161,9 @@ def load_tflite_weights(model: FaceMesh, path: str | Path) -> FaceMesh:
 def facemesh(path: str | Path | None = None) -> FaceMesh:
     """FaceMesh with MediaPipe's weights (from `path`, default the installed peer file), eval mode."""
     if path is None:
-        from ktedge.mediapipe_files import peer_path
+        from ktedge.mediapipe_files import installed
 
-        path = peer_path(PEER)
-        if path is None:
-            raise KtedgeError("face_landmark.tflite is not installed: run `make install`")
+        path = installed(PEER)
     return load_tflite_weights(FaceMesh(), path).eval()
 
 
