@@ -67,8 +67,14 @@ def by_name() -> dict[str, Exporter]:
 
 def exporter_of(manifest: dict) -> Exporter:
     """The registry entry that made an artifact, from its manifest."""
+    from ktedge.errors import KtedgeError
+
     key = (manifest["format"], manifest["precision"], manifest["variant"])
-    return next(e for e in formats()[manifest["format"]].exporters if (e.format, e.precision, e.variant) == key)
+    found = next((e for e in formats()[manifest["format"]].exporters if (e.format, e.precision, e.variant) == key), None)
+    if found is None:
+        raise KtedgeError(f"a {' '.join(key)} artifact: this ktedge makes no such artifact (an older export?); "
+                          f"re-export it with `ktedge export`")
+    return found
 
 
 def runs_here(exp: Exporter) -> bool:
