@@ -77,22 +77,24 @@ class SameConv2d(nn.Conv2d):
 
 class BlazeBlock(nn.Module):
     """One residual block: depthwise 3x3 (stride 1 or 2) -> pointwise 1x1, added to the input
-    (2x2 max-pooled when strided, zero-padded on the channel axis when it widens), then ReLU.
+    (2x2 max-pooled when strided, zero-padded on the channel axis when it widens), then `act`
+    (ReLU here; FaceMesh's blocks are the same with PReLU).
     (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, act: nn.Module | None = None):
         super().__init__()
         self.depthwise = SameConv2d(cin, cin, 3, stride, groups=cin)
         self.pointwise = nn.Conv2d(cin, cout, 1)
         self.pool = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
         self.extra_channels = cout - cin
+        self.act = act or nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.pointwise(self.depthwise(x))                       # (B, cout, H', W')
         skip = self.pool(x)                                         # (B, cin, H', W')
         if self.extra_channels:
             skip = F.pad(skip, (0, 0, 0, 0, 0, self.extra_channels))  # zeros after the last channel
-        return F.relu(h + skip)
+        return self.act(h + skip)
 
 
 class DetectionHead(nn.Module):

@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ktedge.errors import KtedgeError
 from ktedge.model.align import map_points, warp_affine
-from ktedge.model.blazeface import Detection, SameConv2d, tflite_tensors
+from ktedge.model.blazeface import BlazeBlock, Detection, SameConv2d, tflite_tensors
 
 INPUT_SIZE = 192
 NUM_LANDMARKS = 468
@@ -50,25 +49,9 @@ MOUTH_CORNERS = (61, 291)
 
 # ----------------------------------------------------------------------------------- network
 
-class Block(nn.Module):
-    """One residual block: depthwise 3x3 (stride 1 or 2, TFLite SAME) -> pointwise 1x1, added to
-    the input (2x2 max-pooled when strided, zero-padded on the channel axis when it widens), then
-    PReLU. (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.depthwise = SameConv2d(cin, cin, 3, stride, groups=cin)
-        self.pointwise = nn.Conv2d(cin, cout, 1)
-        self.pool = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
-        self.extra_channels = cout - cin
-        self.act = nn.PReLU(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.pointwise(self.depthwise(x))                       # (B, cout, H', W')
-        skip = self.pool(x)                                         # (B, cin, H', W')
-        if self.extra_channels:
-            skip = F.pad(skip, (0, 0, 0, 0, 0, self.extra_channels))  # zeros after the last channel
-        return self.act(h + skip)
+def Block(cin: int, cout: int, stride: int = 1) -> BlazeBlock:
+    """FaceMesh's residual block: BlazeFace's, ending in PReLU (TFLite SAME padding)."""
+    return BlazeBlock(cin, cout, stride, nn.PReLU(cout))
 
 
 class Head(nn.Module):
@@ -121,7 +104,7 @@ def _tflite_names(model: FaceMesh) -> list[tuple[nn.Module, str]]:
     numbering, the presence branch was numbered after it."""
     names: list[tuple[nn.Module, str]] = [(model.stem, "conv2d_1"), (model.stem_act, "p_re_lu_1")]
 
-    def block(b: Block, dw: int, pw: int, act: int) -> None:
+    def block(b: BlazeBlock, dw: int, pw: int, act: int) -> None:
         names.extend([(b.depthwise, f"depthwise_conv2d_{dw}"), (b.pointwise, f"conv2d_{pw}"), (b.act, f"p_re_lu_{act}")])
 
     for i, b in enumerate([*model.backbone, *model.landmarks.blocks], 1):
