@@ -8,7 +8,8 @@ from pathlib import Path
 import collections
 
 from ktedge.export.registry import Exporter, Format, Invoke
-from ktedge.export.source import ExportSource, batch_one
+from ktedge.deployable import export_program
+from ktedge.export.source import ExportSource
 
 
 def _convert(program, precision):
@@ -49,7 +50,7 @@ def _w8(src: ExportSource, path: Path) -> dict:
 def _w8a8(src: ExportSource, path: Path) -> dict:
     import coremltools as ct
 
-    model = _convert(batch_one(src.quantized["coreml"], src.example), ct.precision.FLOAT16)
+    model = _convert(export_program(src.quantized["coreml"], src.example, dynamic_batch=False), ct.precision.FLOAT16)
     model.save(str(path))
     return _io(model)
 

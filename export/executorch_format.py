@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ktedge.export.registry import Exporter, Format, Invoke
-from ktedge.export.source import ExportSource, batch_one
+from ktedge.deployable import export_program
+from ktedge.export.source import ExportSource
 
 
 def _lower(program, partitioner) -> bytes:
@@ -27,7 +28,7 @@ def _xnnpack(backend: str | None):
     def build(src: ExportSource, path: Path) -> dict:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-        program = src.program if backend is None else batch_one(src.quantized[backend], src.example)
+        program = src.program if backend is None else export_program(src.quantized[backend], src.example, dynamic_batch=False)
         path.write_bytes(_lower(program, XnnpackPartitioner()))
         return {}
     return build

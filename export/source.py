@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ktedge.atomic import read_json, sha256_file, verify_record
-from ktedge.deployable import Deployable
+from ktedge.deployable import Deployable, export_program
 from ktedge.errors import KtedgeError
 from ktedge.model.encoders import load_program
 from ktedge.quantize.quantizers import PROGRAM_FILE
@@ -19,7 +19,7 @@ from ktedge.quantize.quantizers import PROGRAM_FILE
 class ExportSource:
     """A deployable ready for the exporters. Programs take (1, 3, S, S) float RGB 0..255, NCHW."""
     deployable: Deployable
-    program: torch.export.ExportedProgram  # fp32, batch 1
+    program: torch.export.ExportedProgram  # fp32, batch 1 (phones run one face; static shapes lower everywhere)
     example: torch.Tensor  # (1, 3, S, S): one of the run's faces
     observer: str
     quantized: dict[str, nn.Module] = field(default_factory=dict)  # backend -> converted int8 PT2E module
@@ -40,12 +40,6 @@ class ExportSource:
         return self.deployable.crop_size
 
 
-def batch_one(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    """Re-export with batch 1: phones run one face at a time, and static shapes lower everywhere."""
-    with torch.no_grad():
-        return torch.export.export(module, (example,))
-
-
 def quantized_program(deployable: Deployable, run: Path, backend: str) -> tuple[Path, dict, dict]:
     """The quantize stage's program of `backend` for this deployable -> (its file, sensitivity.json,
     calibration.json); refused where it is missing, changed since, or made from another deployable."""
@@ -64,7 +58,8 @@ def quantized_program(deployable: Deployable, run: Path, backend: str) -> tuple[
 def export_source(deployable: Deployable, run: Path, backends: list[str], example: torch.Tensor,
                   observer: str) -> ExportSource:
     """The deployable and, for each of `backends`, the int8 program the quantize stage made of it."""
-    src = ExportSource(deployable=deployable, program=batch_one(deployable.program.module(), example),
+    one = export_program(deployable.program.module(), example, dynamic_batch=False)
+    src = ExportSource(deployable=deployable, program=one,
                        example=example, observer=observer, program_sha256={"fp32": deployable.sha256})
     for backend in backends:
         path, record, calibration = quantized_program(deployable, run, backend)

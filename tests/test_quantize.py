@@ -111,14 +111,14 @@ def test_a_float_layer_after_an_int8_linear_runs_in_executorch_as_simulated():
     from executorch.runtime import Runtime
 
     from ktedge.export.executorch_format import _lower
-    from ktedge.export.source import batch_one
+    from ktedge.deployable import export_program
 
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4), nn.Linear(4, 4)).eval()
     x = torch.randn(32, 16)
     program = torch.export.export(mlp, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
     q = quantize_program(program, "executorch", "minmax", ["2"], x)
-    one = batch_one(q, x[:1])
+    one = export_program(q, x[:1], dynamic_batch=False)
     pte = _lower(one, XnnpackPartitioner())  # held: the loaded program reads from these bytes
     method = Runtime.get().load_program(pte).load_method("forward")
     with torch.no_grad():
