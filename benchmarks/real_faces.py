@@ -53,14 +53,14 @@ def mesh_points(mesh: np.ndarray) -> np.ndarray:
 
 def measure(out: Path, artifacts: list[str]) -> dict:
     mesh_model = facemesh()
+    runners = {name: open_runner(out / "export" / name) for name in artifacts}
     rows: dict[str, list[dict]] = {a: [] for a in artifacts}
     for photo_name, photo in photos().items():
         for det in find_faces(photo, 48):
             mesh, presence = face_mesh(mesh_model, photo, det)
             ref = mesh_points(mesh)
             iod = float(np.linalg.norm(ref[1] - ref[0]))
-            for name in artifacts:
-                runner = open_runner(out / "export" / name)
+            for name, runner in runners.items():
                 manifest = runner.manifest
                 x, m = aligned_input(photo, manifest["preprocessing"]["alignment"], det.keypoint("right_eye"),
                                      det.keypoint("left_eye"))
