@@ -38,11 +38,12 @@ $(STAMP): pyproject.toml
 	# The real MTCNN O-Net weights ship inside this wheel; its own metadata pins an old torch,
 	# so it is installed without dependencies and never imported (see model/onet.py).
 	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
-	# MediaPipe's face models (predict's detector, the bench's peer rows) from its wheel, which needs numpy<2,
-	# so it is downloaded (not installed) and two files are extracted with their sha256 checked.
-	$(BIN)/pip download --quiet --no-deps --only-binary=:all: mediapipe==0.10.21 -d $(VENV)/cache \
-	  && $(BIN)/python -m ktedge.mediapipe_files $(VENV)/cache/mediapipe-0.10.21-*.whl \
-	  || echo "MediaPipe peer models not fetched: ktedge bench will report their rows as skipped"
+	# MediaPipe's face models (predict's detector, FaceMesh's weights, the bench's peer rows) from its
+	# wheel, which needs numpy<2, and two real photos from insightface's source archive: both are
+	# downloaded (not installed) and the files ktedge uses extracted with their sha256 checked.
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: mediapipe==0.10.21 -d $(VENV)/cache
+	$(BIN)/pip download --quiet --no-deps --no-binary=:all: insightface==2.1 -d $(VENV)/cache
+	$(BIN)/python -m ktedge.assets $(VENV)/cache/mediapipe-0.10.21-*.whl $(VENV)/cache/insightface-2.1.tar.gz
 	touch $(STAMP)
 
 clean:

@@ -110,9 +110,9 @@ def peer_loader(name: str, face: np.ndarray, threads: int) -> tuple[Callable, np
     (NHWC, 0..1 as MediaPipe's graphs feed it)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from ktedge.mediapipe_files import peer_path
+    from ktedge.assets import asset_path
 
-    path = peer_path(name)
+    path = asset_path(name)
     if path is None:
         raise KtedgeError(f"peer model {name} is not installed (`make install` extracts it from the mediapipe wheel)")
     _, h, w, _ = Interpreter(model_path=str(path)).get_input_details()[0]["shape"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from ktedge.atomic import atomic_path, read_json, write_json, write_text
 from ktedge.benchmarks.kt_ablation_report import ablation_section
 from ktedge.benchmarks.ratios import ratio_artifacts, table_rows
+from ktedge.quantize.gate import gate_text
 
 ROLE_LABELS = {"deploy": "the deployed model", "canonical_alone": "canonical encoder alone",
                "ensemble": "ensemble (all priors + adapter)"}
@@ -105,16 +106,30 @@ def published_section(out: Path, summary: dict) -> list[str]:
         rows = []
         for art in (a for a in summary["artifacts"] if a["model"] == name and a.get("exported", True)):
             v = validation.get("artifacts", {}).get(art["name"], {})
-            tasks = "; ".join(f"{t} {g['value']:.2f} ({100 * g['drift_rel']:.1f}% of {100 * g['gate_rel']:.1f}%)"
-                              for t, g in (v.get("tasks") or {}).items())
+            tasks = "; ".join(f"{t} {gate_text(g)}" for t, g in (v.get("tasks") or {}).items())
             agree = "; ".join(f"{o} NME {g['nme_vs_fp32']:.2f}%" for o, g in (v.get("outputs") or {}).items()
                               if "nme_vs_fp32" in g)
             lat = art.get("latency_ms") or {}
             rows.append([art["name"], f"{art['size_bytes'] / 1e6:.2f} MB", tasks or "-", agree or "-", _gate(art),
                          _f(lat.get("median")), _f(lat.get("p90"))])
-        parts += [_md_table(["artifact", "size", "tasks (drift of gate)", "points vs fp32", "gate", "median ms",
+        parts += [_md_table(["artifact", "size", "tasks: value (drift of its gate, or its bound)", "points vs fp32", "gate", "median ms",
                              "p90 ms"], rows), ""]
+        if side := pub.get("against_original"):
+            parts += original_table(name, side)
     return parts
+
+
+def original_table(name: str, side: dict) -> list[str]:
+    """A port's artifacts against the file it ports, measured in the same bench run."""
+    lat = side["latency_ms"]
+    rows = [[f"{side['original']} (the original)", f"{side['size_bytes'] / 1e6:.2f} MB", "1.00", _f(lat["median"]),
+             _f(lat["p90"]), "1.00", "-"]]
+    rows += [[f"{name}/{a}", f"{r['size_bytes'] / 1e6:.2f} MB", _f(r["size_ratio"], ".2f"), _f(r["latency_ms"]["median"]),
+              _f(r["latency_ms"]["p90"]), _f(r["median_ratio"], ".2f"), _f(r["metric"])]
+             for a, r in side["artifacts"].items()]
+    return [f"Side by side with {side['original']}, same LiteRT interpreter threads and bench run "
+            f"(ratios: ours / the original's; the metric is each artifact's distance from the original):", "",
+            _md_table(["target", "size", "size ratio", "median ms", "p90 ms", "median ratio", "metric"], rows), ""]
 
 
 def peers_table(latency: dict) -> str:

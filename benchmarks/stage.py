@@ -104,7 +104,7 @@ def bench_face(cfg: Config, out: Path) -> Path:
 
 
 def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, rounds: int) -> dict:
-    from ktedge.mediapipe_files import PEERS, peer_path
+    from ktedge.assets import PEERS, asset_path
 
     protocol = ["--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters), "--rounds", str(rounds)]
     image = bench_face(cfg, out)
@@ -122,7 +122,7 @@ def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, ro
                 groups.setdefault(manifest["format"], []).append((target, model, role, manifest))
                 specs[target] = f"artifact:{d}"
         for name, (member, _, what) in PEERS.items():
-            path = peer_path(name)
+            path = asset_path(name)
             manifest = {"format": "tflite", "precision": "fp32", "runtime": "ai_edge_litert interpreter",
                         "variant": "xnnpack", "size_bytes": path.stat().st_size if path else 0}
             if path is None:

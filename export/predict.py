@@ -17,7 +17,7 @@ from ktedge.atomic import write_bytes
 from ktedge.errors import KtedgeError
 from ktedge.export.preprocess import decode, face_crop, load_image
 from ktedge.export.runtimes import open_runner
-from ktedge.model.align import crop_to_photo, warp_affine
+from ktedge.model.align import POINT_KINDS, crop_to_photo, warp_affine
 from ktedge.progress import converter_log
 
 MIN_FACE = 48  # px: the smallest face the tiled detector looks for
@@ -117,7 +117,7 @@ def draw_overlay(image_path: str | Path, result: dict, manifest: dict, dest: str
         r = max(1, round(np.hypot(m[0, 0], m[1, 0]) * size / 100))
         for spec in manifest["outputs"]:
             answer = face["answers"][spec["name"]]
-            if spec["kind"] in ("points_xy", "points_x_then_y"):
+            if spec["kind"] in POINT_KINDS:
                 for x, y in answer:
                     draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 255, 0))
             elif spec["kind"] == "box_offsets":

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 
 from ktedge.errors import KtedgeError
-from ktedge.model.align import map_points
+from ktedge.model.align import POINT_KINDS, map_points, points_of
 
 # How each output kind turns a tensor into an answer (manifest outputs[].kind).
-OUTPUT_KINDS = ("points_xy", "points_x_then_y", "box_offsets", "probabilities", "value", "multilabel_logits",
-                "class_logits", "embedding")
+OUTPUT_KINDS = (*POINT_KINDS, "box_offsets", "probabilities", "value", "multilabel_logits", "class_logits", "embedding")
 
 
 @dataclass(frozen=True)
@@ -138,9 +137,8 @@ def decode(outputs: list[np.ndarray], manifest: dict, to_photo: np.ndarray) -> d
     for y, spec in zip(outputs, manifest["outputs"]):
         v = np.asarray(y, np.float64).reshape(-1)
         kind = spec["kind"]
-        if kind in ("points_xy", "points_x_then_y"):
-            xy = v.reshape(-1, 2) if kind == "points_xy" else v.reshape(2, -1).T
-            answers[spec["name"]] = map_points(to_photo, xy * size).tolist()
+        if kind in POINT_KINDS:
+            answers[spec["name"]] = map_points(to_photo, points_of(kind, v[None])[0] * size).tolist()
         elif kind == "box_offsets":  # MTCNN: offsets of the crop's own box, in units of its side
             x0, y0, x1, y1 = v[:4] + [0.0, 0.0, 1.0, 1.0]
             corners = map_points(to_photo, np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) * size)

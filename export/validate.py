@@ -19,6 +19,7 @@ from ktedge.errors import KtedgeError
 from ktedge.export.manifest import artifact_dir, load_manifest
 from ktedge.export.registry import formats
 from ktedge.export.runtimes import NotRunnableHere, open_runner
+from ktedge.model.align import POINT_KINDS, points_of
 from ktedge.model.data.datasets import held_out_source
 from ktedge.model.metrics import nme_by_region
 from ktedge.model.train import predict_outputs
@@ -44,16 +45,10 @@ def agreement(pred: np.ndarray, ref: np.ndarray) -> dict:
     return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()), "max_abs_error": float(np.abs(p - r).max())}
 
 
-def as_points(y: np.ndarray, kind: str) -> np.ndarray:
-    """A points output -> (N, K, 2)."""
-    flat = y.reshape(len(y), -1)
-    return flat.reshape(len(y), -1, 2) if kind == "points_xy" else np.stack(np.split(flat, 2, axis=1), axis=-1)
-
-
 def points_agreement(pred: np.ndarray, ref: np.ndarray, kind: str, eyes: list[int] | None) -> float:
     """NME (percent) of an artifact's points against the float program's, normalised by the float
     points' eye distance where the deployable names the eyes, else by the crop's side."""
-    p, r = as_points(pred, kind), as_points(ref, kind)
+    p, r = points_of(kind, pred), points_of(kind, ref)
     norm = np.linalg.norm(r[:, eyes[0]] - r[:, eyes[1]], axis=-1) if eyes else np.ones(len(r))
     return float(100 * np.mean(np.linalg.norm(p - r, axis=-1).mean(1) / norm))
 
@@ -64,7 +59,7 @@ def output_rows(deployable: Deployable, pred: list[np.ndarray], ref: list[np.nda
     rows = {}
     for o, p, r in zip(deployable.outputs, pred, ref):
         row = agreement(p, r)
-        if o["kind"] in ("points_xy", "points_x_then_y"):
+        if o["kind"] in POINT_KINDS:
             row["nme_vs_fp32"] = points_agreement(p[faces_only], r[faces_only], o["kind"], o.get("eyes"))
         if "agreement_gate" in o:
             measure = row.get("nme_vs_fp32", 100 * (1 - row["cosine_min"]))

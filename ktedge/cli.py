@@ -90,7 +90,8 @@ def _print_quantize(results: dict[str, dict], model: str) -> None:
         for i, (task, t) in enumerate(r["tasks"].items()):  # a multi-task graph: a row per task, gated together
             label = t["metric"] if len(r["tasks"]) == 1 else f"{task} {t['metric']}"
             table.add_row(b if i == 0 else "", label, f"{t['fp32']:.3f}", f"{t['value']:.3f}",
-                          f"{100 * t['drift_rel']:.2f}%", f"{100 * t['gate_rel']:.1f}%",
+                          *((f"{100 * t['drift_rel']:.2f}%", f"{100 * t['gate_rel']:.1f}%") if t["drift_rel"] is not None
+                            else ("-", f"<= {t['max_value']:.2f}")),
                           (", ".join(r["float_layers"]) or "-") if i == 0 else "", status if i == 0 else "")
     console.print(table)
 
@@ -126,6 +127,8 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def _print_validate(result: dict) -> None:
     from rich.table import Table
 
+    from ktedge.quantize.gate import gate_text
+
     tasks = result["tasks_fp32_torch"]
     head = ", ".join(f"{t} {r['metric']} {r['value']:.3f}" for t, r in tasks.items())
     table = Table(title=f"{result['model']}: artifacts in their runtimes on {result['faces']} labelled held-out faces "
@@ -140,8 +143,7 @@ def _print_validate(result: dict) -> None:
             table.add_row(key, *["-"] * len(tasks), "-", _not_run_status(r))
             continue
         agree = [f"{o} {g['nme_vs_fp32']:.2f}% NME" for o, g in r["outputs"].items() if "nme_vs_fp32" in g]
-        table.add_row(key, *(f"{g['value']:.3f} ({100 * g['drift_rel']:.1f}% of {100 * g['gate_rel']:.1f}%)"
-                             for g in (r["tasks"][t] for t in tasks)),
+        table.add_row(key, *(gate_text(r["tasks"][t]) for t in tasks),
                       ", ".join(agree) or f"cosine {r['cosine_min']:.4f}",
                       "[green]pass" if r["passed"] else "[red]FAIL")
     console.print(table)
@@ -189,6 +191,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from ktedge.atomic import write_json
     from ktedge.export.manifest import load_manifest
     from ktedge.export.predict import draw_overlay, predict
+    from ktedge.model.align import POINT_KINDS
 
     result = predict(args.artifact, args.image, args.threads, detect=not args.no_detect, min_face=args.min_face)
     manifest = load_manifest(result["artifact"], verify_hash=False)
@@ -204,7 +207,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
                       f"{face['latency_ms']:.2f} ms", highlight=False)
         for spec in manifest["outputs"]:
             answer = face["answers"][spec["name"]]
-            if spec["kind"] in ("points_xy", "points_x_then_y"):
+            if spec["kind"] in POINT_KINDS:
                 xy = [f"({x:.1f}, {y:.1f})" for x, y in answer]
                 answer = f"{len(xy)} points: {', '.join(xy[:3])}{', ...' if len(xy) > 3 else ''}"
             elif spec["kind"] == "embedding":

@@ -155,6 +155,30 @@ def _artifacts(run: Path, latency: dict[str, dict], prefix: str = "") -> list[di
     return rows
 
 
+def against_original(name: str, rows: list[dict], by_target: dict[str, dict]) -> dict | None:
+    """A published port's artifacts beside the file it ports (its spec's `original`, measured in
+    the same bench run): size and latency ratios, and how far each one's task is from it."""
+    from ktedge.model.importer import read_spec
+    from ktedge.specs import SHIPPED, shipped_spec
+
+    original = read_spec(shipped_spec(name)).get("original") if name in SHIPPED else None
+    peer = by_target.get(original or "")
+    if peer is None or peer.get("status") != "ok":
+        return None
+    base = peer["latency_ms"]
+    ratios = {}
+    for r in rows:
+        if r.get("exported") is False or not r.get("latency_ms"):
+            continue
+        ratios[r["name"]] = {"size_bytes": r["size_bytes"], "latency_ms": r["latency_ms"],
+                             "size_ratio": round(r["size_bytes"] / peer["size_bytes"], 3),
+                             "median_ratio": round(r["latency_ms"]["median"] / base["median"], 3),
+                             "p90_ratio": round(r["latency_ms"]["p90"] / base["p90"], 3),
+                             "metric": r.get("metric"), "passed": r.get("passed")}
+    return {"original": original, "size_bytes": peer["size_bytes"],
+            "latency_ms": {"median": base["median"], "p90": base["p90"]}, "artifacts": ratios}
+
+
 def _quantize(run: Path) -> tuple[dict, float]:
     quantize, wall = {}, 0.0
     for path in sorted((run / "quantize").glob("*/sensitivity.json")):
@@ -189,11 +213,14 @@ def build_summary(out: Path) -> dict:
     published = {}
     for run in published_runs(out):
         name = (read_json(run / "fuse" / RECORD) or {}).get("name", run.name)
-        artifacts += _artifacts(run, by_target, f"{name}/")
+        rows = _artifacts(run, by_target, f"{name}/")
+        artifacts += rows
         validation = read_json(run / "validate" / "accuracy.json") or {}
         published[name] = {"faces": validation.get("faces_source"), "fp32_torch": validation.get("tasks_fp32_torch"),
                            "quantize": _quantize(run)[0],
                            "passed": all(r.get("passed") is not False for r in validation.get("artifacts", {}).values())}
+        if (side := against_original(name, rows, by_target)) is not None:
+            published[name]["against_original"] = side
     summary = {"model": deployable.get("name"), "train": train_block,
                "fuse": {"max_abs_error": parity.get("max_abs_error")}, "quantize": quantize,
                "artifacts": artifacts,

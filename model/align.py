@@ -107,10 +107,18 @@ def align(photo: np.ndarray, rule: dict, right_eye: Sequence[float],
     return warp_affine(photo, m, (rule["size"], rule["size"])), m
 
 
+POINT_KINDS = ("points_xy", "points_x_then_y", "points_xyz")
+
+
 def points_of(kind: str, values: np.ndarray) -> np.ndarray:
-    """A points output, (N, 2K) values as fractions of the crop -> (N, K, 2) (x, y)."""
+    """A points output of N faces, as fractions of the crop -> (N, K, 2) (x, y): `points_xy`
+    (x, y) pairs, `points_x_then_y` every x then every y, `points_xyz` (x, y, z) triples."""
     v = np.asarray(values, np.float64).reshape(len(values), -1)
-    return v.reshape(len(v), -1, 2) if kind == "points_xy" else v.reshape(len(v), 2, -1).transpose(0, 2, 1)
+    if kind == "points_xy":
+        return v.reshape(len(v), -1, 2)
+    if kind == "points_xyz":
+        return v.reshape(len(v), -1, 3)[..., :2]
+    return v.reshape(len(v), 2, -1).transpose(0, 2, 1)
 
 
 def measured_alignment(outputs: list[dict], predictions: list[np.ndarray], size: int, measured_on: str) -> dict | None:

@@ -1,7 +1,7 @@
 """BlazeFace short-range, MediaPipe's face detector, as a PyTorch reference implementation.
 
 The network is read op by op from MediaPipe's own `face_detection_short_range.tflite` (the
-mediapipe 0.10.21 wheel, Apache-2.0; `make install` extracts it, `ktedge.mediapipe_files` finds it) and its
+mediapipe 0.10.21 wheel, Apache-2.0; `make install` extracts it, `ktedge.assets` finds it) and its
 fp16 weights are loaded from that file's flatbuffer. Anchors, decoding and weighted NMS follow
 MediaPipe's SsdAnchorsCalculator, TensorsToDetectionsCalculator and NonMaxSuppressionCalculator
 with the options of `face_detection_short_range.pbtxt`.
@@ -191,7 +191,7 @@ def load_tflite_weights(model: BlazeFace, path: str | Path) -> BlazeFace:
 def blazeface(path: str | Path | None = None) -> BlazeFace:
     """BlazeFace with MediaPipe's weights (from `path`, default the installed peer file), eval mode."""
     if path is None:
-        from ktedge.mediapipe_files import installed
+        from ktedge.assets import installed
 
         path = installed(PEER)
     return load_tflite_weights(BlazeFace(), path).eval()

@@ -9,8 +9,11 @@ from torch import fx, nn
 
 
 class PReLUAsMax(nn.Module):
-    """PReLU as max(x, 0) + a * min(x, 0), exactly. Core ML rejects a per-channel PReLU on rank-3
-    input and XNNPACK's channels-last pass fails on it after a Linear; max/min/mul lower everywhere."""
+    """PReLU as r + a * (x - r) with r = max(x, 0), exactly. Core ML rejects a per-channel PReLU on
+    rank-3 input and XNNPACK's channels-last pass fails on it after a Linear; max/sub/mul lower
+    everywhere. Not max(x, 0) + a * min(x, 0): LiteRT's int8 converter gives min(x, 0)'s
+    input the min's own [.., 0] range, and where x is a residual ADD (FaceMesh, BlazeFace) the
+    ADD's positive half then saturates (98 % error on FaceMesh)."""
 
     def __init__(self, prelu: nn.PReLU):
         super().__init__()
@@ -18,7 +21,8 @@ class PReLUAsMax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.alpha.view(1, -1, *([1] * (x.dim() - 2)))  # broadcast over the channel axis
-        return torch.clamp(x, min=0) + a * torch.clamp(x, max=0)
+        r = torch.clamp(x, min=0)
+        return r + a * (x - r)
 
 
 def replace_prelu(module: nn.Module) -> nn.Module:
@@ -151,7 +155,7 @@ def _normalise_at_input(gm: fx.GraphModule, x: fx.Node, mean: torch.Tensor, std:
 
 @torch.no_grad()
 def prelu_as_max(gm: fx.GraphModule) -> int:
-    """Every aten.prelu as max(x, 0) + a * min(x, 0) (see PReLUAsMax). -> how many."""
+    """Every aten.prelu as r + a * (x - r), r = max(x, 0) (see PReLUAsMax). -> how many."""
     count = 0
     for node in [n for n in gm.graph.nodes if n.op == "call_function" and n.target == aten.prelu.default]:
         x, weight = node.args
@@ -160,7 +164,7 @@ def prelu_as_max(gm: fx.GraphModule) -> int:
         a = _new_attr(gm, node, f"{node.name}_alpha", alpha)
         with gm.graph.inserting_before(node):
             pos = gm.graph.call_function(aten.clamp.default, (x, 0.0, None))
-            neg = gm.graph.call_function(aten.clamp.default, (x, None, 0.0))
+            neg = gm.graph.call_function(aten.sub.Tensor, (x, pos))
             out = gm.graph.call_function(aten.add.Tensor, (pos, gm.graph.call_function(aten.mul.Tensor, (a, neg))))
         node.replace_all_uses_with(out)
         gm.graph.erase_node(node)

@@ -1,7 +1,7 @@
 """FaceMesh, MediaPipe's 468-point face landmark model, as a PyTorch reference implementation.
 
 The network is read op by op from MediaPipe's own `face_landmark.tflite` (the mediapipe 0.10.21
-wheel, Apache-2.0; `make install` extracts it, `ktedge.mediapipe_files` finds it) and its fp16 weights are
+wheel, Apache-2.0; `make install` extracts it, `ktedge.assets` finds it) and its fp16 weights are
 loaded from that file's flatbuffer with `model/blazeface.py`'s reader. The crop follows MediaPipe's
 face_detection_front_detection_to_roi.pbtxt (DetectionsToRectsCalculator with the eye keypoints as
 rotation vector, RectTransformationCalculator scale 1.5 and square_long) and the input range its
@@ -144,10 +144,29 @@ def load_tflite_weights(model: FaceMesh, path: str | Path) -> FaceMesh:
 def facemesh(path: str | Path | None = None) -> FaceMesh:
     """FaceMesh with MediaPipe's weights (from `path`, default the installed peer file), eval mode."""
     if path is None:
-        from ktedge.mediapipe_files import installed
+        from ktedge.assets import installed
 
         path = installed(PEER)
     return load_tflite_weights(FaceMesh(), path).eval()
+
+
+class Deployed(nn.Module):
+    """FaceMesh as ktedge deploys it (ktedge/specs/facemesh.yaml): points as fractions of the crop,
+    as every ktedge points output. (B, 3, 192, 192) RGB in [0, 1] -> landmarks (B, 468, 3),
+    presence logit (B, 1)."""
+
+    def __init__(self, net: FaceMesh):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        landmarks, presence = self.net(x)                                   # (B, 1404), (B, 1)
+        return (landmarks / INPUT_SIZE).reshape(-1, NUM_LANDMARKS, 3), presence
+
+
+def deployed() -> Deployed:
+    """The published model's factory: FaceMesh with MediaPipe's weights, in its deployed form."""
+    return Deployed(facemesh()).eval()
 
 
 # ------------------------------------------------------------------------------ photo front-end

@@ -34,7 +34,8 @@ from ktedge.model.tasks import TASKS, as_outputs
 from ktedge.schema import check, load_schema
 
 # How many values a task's output must hold for one face (its metric reads it in that shape).
-TASK_SIZES = {"landmarks": 136, "age": 1, "attributes": 9, "action_units": 8, "expression": 6, "face": 2}
+TASK_SIZES = {"landmarks": 136, "age": 1, "attributes": 9, "action_units": 8, "expression": 6, "face": 2,
+              "mesh": 1404}
 
 
 def read_spec(path: str | Path) -> dict:
@@ -86,7 +87,8 @@ def spec_outputs(spec: dict, shapes: list[list[int]], where: str) -> list[dict]:
         entry.update({k: o[k] for k in ("labels", "decode", "eyes", "eye_centres", "agreement_gate") if k in o})
         entry["task"] = None if task is None else {"name": task.name, "metric": task.metric_name,
                                                    "lower_is_better": task.lower_is_better,
-                                                   **({"gate_rel": o["gate"]} if "gate" in o else {})}
+                                                   **({"gate_rel": o["gate"]} if "gate" in o else {}),
+                                                   **({"max_value": o["max_value"]} if "max_value" in o else {})}
         outputs.append(entry)
     return outputs
 

@@ -16,6 +16,16 @@ def nme(pred: np.ndarray, gt: np.ndarray, points: range | None = None) -> float:
     return float(100 * np.mean(err.mean(1) / iod))
 
 
+def nme_mesh(pred: np.ndarray, gt: np.ndarray) -> float:
+    """FaceMesh's 468 points: mean x, y error / the outer eye corners' distance, in percent.
+    pred (N, 1404) or (N, 468, 3) (x, y, z), gt (N, 468, 2)."""
+    from ktedge.model.facemesh import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS
+
+    p = pred.reshape(len(pred), -1, 3)[..., :2]
+    iod = np.linalg.norm(gt[:, RIGHT_EYE_CORNERS[0]] - gt[:, LEFT_EYE_CORNERS[0]], axis=-1)  # (N,)
+    return float(100 * np.mean(np.linalg.norm(p - gt, axis=-1).mean(1) / iod))
+
+
 def nme_by_region(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return {name: nme(pred, gt, idx) for name, idx in REGIONS.items()}
 

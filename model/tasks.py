@@ -13,6 +13,7 @@ from torch import nn
 
 from ktedge.model import losses, metrics
 from ktedge.model.data.synth import ACTION_UNITS, AGE_RANGE, ATTRIBUTES, EXPRESSIONS, NUM_LANDMARKS
+from ktedge.model.facemesh import LEFT_EYE, RIGHT_EYE
 
 AGE_CENTER = sum(AGE_RANGE) / 2
 AGE_SCALE = (AGE_RANGE[1] - AGE_RANGE[0]) / 4
@@ -103,6 +104,10 @@ TASKS: dict[str, Task] = {
     # Face / not face: only a pre-trained encoder brings it (the MTCNN O-Net); real LFW crops label it.
     "face": Task("face", "face_accuracy", metrics.accuracy, False, "probabilities", "softmax (not face, face)",
                  ("not face", "face")),
+    # FaceMesh's 468 points, held to MediaPipe's own file on real photos (data.format photos).
+    "mesh": Task("mesh", "nme_mesh", metrics.nme_mesh, True, "points_xyz",
+                 "468 (x, y, z) points, MediaPipe FaceMesh order, as fractions of the crop (z: depth in the "
+                 "same unit, smaller is nearer)", eye_centres=(RIGHT_EYE, LEFT_EYE)),
 }
 TRAINABLE_TASKS = tuple(t for t, task in TASKS.items() if task.trainable)
 

@@ -25,7 +25,7 @@ from ktedge.model.data.faces import FaceSet
 from ktedge.model.train import predict_outputs
 from ktedge.progress import converter_log, progress
 from ktedge.quantize.calibration import calibration_digest, calibration_set
-from ktedge.quantize.gate import all_passed, gate_tasks, worst_drift
+from ktedge.quantize.gate import all_passed, gate_tasks, gate_text, worst_drift
 from ktedge.quantize.quantizers import BACKENDS, FOLD_QUANTIZE, PROGRAM_FILE, make_quantizer
 from ktedge.quantize.sensitivity import layer_sensitivity
 
@@ -71,8 +71,10 @@ def task_gates(cfg: Config, deployable: Deployable, outputs: list[np.ndarray], r
     picked = deployable.task_outputs()
     gates = {o["task"]["name"]: o["task"].get("gate_rel", cfg.quantize.max_drift_rel) for o in deployable.outputs
              if o["task"]}
+    bounds = {o["task"]["name"]: o["task"]["max_value"] for o in deployable.outputs
+              if o["task"] and "max_value" in o["task"]}
     return gate_tasks(deployable.tasks(), [outputs[i] for i in picked], [reference[i] for i in picked],
-                      task_targets(deployable, faces), gates)
+                      task_targets(deployable, faces), gates, bounds)
 
 
 def batch_size(deployable: Deployable) -> int:
@@ -131,7 +133,8 @@ def quantize_backend(cfg: Config, out: Path, backend: str, deployable: Deployabl
         drift, passed = worst_drift(gates), all_passed(gates)
         attempts.append({"float_layers": list(float_layers), "metrics": {t: g["value"] for t, g in gates.items()},
                          "drift_rel": drift, "passed": passed})
-        bar.update(task, advance=1, info=f"drift {100 * drift:.2f}% ({len(float_layers)} float layers)")
+        bar.update(task, advance=1, info=f"{'; '.join(gate_text(g) for g in gates.values())} "
+                                         f"({len(float_layers)} float layers)")
         sensitivity = layer_sensitivity(float_gm, quant_gm, calibration[:SENSITIVITY_FACES if batch > 1 else 1])
         if passed or len(float_layers) >= q.max_float_layers:
             break
@@ -180,7 +183,7 @@ def quantize_onnx_backend(cfg: Config, out: Path, deployable: Deployable, calibr
         method = quantize_onnx(fp32, calibration, path, cfg.quantize.observer)
         gates = task_gates(cfg, deployable, run_onnx(path, faces.tensors()["image"].numpy()), reference, faces)
     wall = round(time.perf_counter() - t0, 2)
-    bar.update(task, advance=1, info=f"drift {100 * worst_drift(gates):.2f}%")
+    bar.update(task, advance=1, info="; ".join(gate_text(g) for g in gates.values()))
     write_json(dest / "calibration.json", {"backend": "onnx", "quantizer": method, "observer": cfg.quantize.observer,
                                            "weights": "int8 symmetric per-tensor", "activations": "int8 per-tensor",
                                            "images": described, "wall_s": wall})

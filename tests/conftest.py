@@ -15,10 +15,12 @@ def ktedge(*args: str, preexec=None, prelude: str = "") -> subprocess.CompletedP
                           preexec_fn=preexec)
 
 
-# A small but real run: every stage of the training recipe, on few faces, in seconds.
+# A small but real run: every stage of the training recipe, on few faces, in seconds; one published
+# model beside it (FaceMesh's chain has its own test, tests/test_facemesh_deploy.py).
 TINY = {
     "data": {"n_train": 480, "n_val": 120},
     "train": {"prior_epochs": 3, "canonical_epochs": 4, "adapter_epochs": 8, "batch_size": 32},
+    "published": ["mtcnn-onet"],
 }
 # Quicker quantize and bench settings for the stages after training.
 QUICK = {"quantize": {"calibration_faces": 32, "eval_faces": 60, "max_float_layers": 2},

@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data
 
-from ktedge.mediapipe_files import peer_path
+from ktedge.assets import asset_path
 from ktedge.model.align import align, crop_to_photo, eyes_level_rule, invert_affine, map_points, warp_affine
 
 RULE = eyes_level_rule(256, 0.3, (0.5, 0.4))
@@ -81,7 +81,7 @@ def test_eyes_come_out_level_at_the_stated_position():
     detector's keypoint error, about a pixel of its 128 x 128 input)."""
     from ktedge.model.blazeface import PEER, blazeface, detect
 
-    if peer_path(PEER) is None:
+    if asset_path(PEER) is None:
         pytest.skip("face_detection_short_range.tflite not installed (make install)")
     torch.set_num_threads(1)
     known = similarity(25, 1.0, 90.0, -70.0)              # turned-photo pixel -> original pixel

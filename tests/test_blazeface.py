@@ -6,12 +6,12 @@ import pytest
 import torch
 from skimage import data, transform
 
-from ktedge.mediapipe_files import peer_path
+from ktedge.assets import asset_path
 from ktedge.model.align import warp_affine
 from ktedge.model.blazeface import (INPUT_SIZE, KEYPOINTS, PEER, BlazeFace, box_iou, decode, detect, detect_tiled,
                                     letterbox_matrix, ssd_anchors, to_input, weighted_nms, blazeface)
 
-TFLITE = peer_path(PEER)
+TFLITE = asset_path(PEER)
 pytestmark = pytest.mark.skipif(TFLITE is None, reason="face_detection_short_range.tflite not installed (make install)")
 
 # The astronaut's pupils, marked by hand on the 512 x 512 photo (corner-origin pixels).

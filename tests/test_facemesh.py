@@ -6,16 +6,16 @@ import pytest
 import torch
 from skimage import data
 
-from ktedge.mediapipe_files import peer_path
+from ktedge.assets import asset_path
 from ktedge.model import blazeface as bf
 from ktedge.model.align import invert_affine, map_points, warp_affine
 from ktedge.model.facemesh import (INPUT_SIZE, LEFT_EYE, LEFT_EYE_CORNERS, MOUTH_CORNERS, PEER, PRESENCE_THRESHOLD,
                                    RIGHT_EYE, RIGHT_EYE_CORNERS, FaceMesh, face_mesh, facemesh, landmarks_to_photo,
                                    roi_matrix, to_input)
 
-TFLITE = peer_path(PEER)
+TFLITE = asset_path(PEER)
 pytestmark = [pytest.mark.skipif(TFLITE is None, reason="face_landmark.tflite not installed (make install)"),
-              pytest.mark.skipif(peer_path(bf.PEER) is None,
+              pytest.mark.skipif(asset_path(bf.PEER) is None,
                                  reason="face_detection_short_range.tflite not installed (make install)")]
 
 # The astronaut's pupils, marked by hand on the 512 x 512 photo (as in test_blazeface.py).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-SHIPPED = ("mtcnn-onet",)
+SHIPPED = ("mtcnn-onet", "facemesh")
 
 
 def shipped_spec(name: str) -> Path:

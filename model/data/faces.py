@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, render, sample_params
+from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, NUM_LANDMARKS, render, sample_params
 
 LABELLED_TASKS = ("landmarks", "age", "attributes", "action_units", "expression", "identity", "face")
 
@@ -23,9 +23,20 @@ class FaceSet:
     identity: np.ndarray  # (N,) int64
     pose: np.ndarray  # (N, 2) float32 yaw, roll in degrees
     face: np.ndarray | None = None  # (N,) int64 1 = a face, 0 = not; None: every image is a face
+    mesh: np.ndarray | None = None  # (N, 468, 2) float32 FaceMesh points, fractions of the crop (data.format photos)
     # The tasks whose labels this set carries: all of them for synthetic faces; a real dataset's
     # format carries some, and the others are NaN (-1 for class labels).
     labelled: tuple[str, ...] = LABELLED_TASKS
+
+    @classmethod
+    def unlabelled(cls, images: np.ndarray, labelled: tuple[str, ...], **labels: np.ndarray) -> "FaceSet":
+        """A set of real images carrying only `labels` (named in `labelled`); the other tasks' labels
+        are NaN (-1 for class labels)."""
+        n = len(images)
+        return cls(images, np.full((n, NUM_LANDMARKS, 2), np.nan, np.float32), np.full(n, np.nan, np.float32),
+                   np.full((n, len(ATTRIBUTES)), np.nan, np.float32), np.full((n, len(ACTION_UNITS)), np.nan, np.float32),
+                   np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full((n, 2), np.nan, np.float32),
+                   labelled=labelled, **labels)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -45,6 +56,7 @@ class FaceSet:
             "expression": torch.from_numpy(self.expression),
             "identity": torch.from_numpy(self.identity),
             "face": torch.ones(len(self), dtype=torch.int64) if self.face is None else torch.from_numpy(self.face),
+            **({} if self.mesh is None else {"mesh": torch.from_numpy(self.mesh)}),
         }
 
 

@@ -45,6 +45,7 @@ object Decode {
             answers[spec.name] = when (spec.kind) {
                 "points_xy" -> Answer.Points(List(v.size / 2) { i -> pixel(v[2 * i], v[2 * i + 1], crop) })
                 "points_x_then_y" -> Answer.Points(List(v.size / 2) { i -> pixel(v[i], v[v.size / 2 + i], crop) })
+                "points_xyz" -> Answer.Points(List(v.size / 3) { i -> pixel(v[3 * i], v[3 * i + 1], crop) })
                 "box_offsets" -> {
                     val box = doubleArrayOf(crop.x0.toDouble(), crop.y0.toDouble(), (crop.x0 + crop.side).toDouble(),
                         (crop.y0 + crop.side).toDouble())

@@ -85,7 +85,7 @@ class Manifest(
         /** Runtime -> the exporter-side package whose version in `tools` stands for it. */
         val EXPORTER_TOOL = mapOf("executorch" to "executorch", "litert" to "ai-edge-litert")
         val KINDS = listOf(
-            "points_xy", "points_x_then_y", "box_offsets", "probabilities", "value",
+            "points_xy", "points_x_then_y", "points_xyz", "box_offsets", "probabilities", "value",
             "multilabel_logits", "class_logits", "embedding"
         )
 

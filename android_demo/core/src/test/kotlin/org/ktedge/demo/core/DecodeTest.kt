@@ -15,11 +15,12 @@ class DecodeTest {
         val m = manifest("""
             {"name": "box", "shape": [1, 4], "dtype": "float32", "quantization": null, "kind": "box_offsets", "decode": ""},
             {"name": "p5", "shape": [1, 4], "dtype": "float32", "quantization": null, "kind": "points_x_then_y", "decode": ""},
-            {"name": "p68", "shape": [1, 2, 2], "dtype": "float32", "quantization": null, "kind": "points_xy", "decode": ""}
+            {"name": "p68", "shape": [1, 2, 2], "dtype": "float32", "quantization": null, "kind": "points_xy", "decode": ""},
+            {"name": "mesh", "shape": [1, 2, 3], "dtype": "float32", "quantization": null, "kind": "points_xyz", "decode": ""}
         """)
         val crop = Crop(20, 10, 100)
         val a = Decode.decode(listOf(floatArrayOf(0.1f, 0f, -0.1f, 0f), floatArrayOf(0.25f, 0.75f, 0.5f, 0.5f),
-            floatArrayOf(0.25f, 0.5f, 0.75f, 0.5f)), m, crop)
+            floatArrayOf(0.25f, 0.5f, 0.75f, 0.5f), floatArrayOf(0.25f, 0.5f, -0.1f, 0.75f, 0.5f, 0.2f)), m, crop)
         assertArrayEquals(doubleArrayOf(30.0, 10.0, 110.0, 110.0), (a["box"] as Answer.Box).xyxy, 1e-5)
         val p5 = (a["p5"] as Answer.Points).xy
         assertArrayEquals(doubleArrayOf(45.0, 60.0), p5[0], 1e-5) // x1 = 0.25, y1 = 0.5
@@ -27,6 +28,9 @@ class DecodeTest {
         val p68 = (a["p68"] as Answer.Points).xy
         assertArrayEquals(doubleArrayOf(45.0, 60.0), p68[0], 1e-5) // (x, y) pairs
         assertArrayEquals(doubleArrayOf(95.0, 60.0), p68[1], 1e-5)
+        val mesh = (a["mesh"] as Answer.Points).xy
+        assertArrayEquals(doubleArrayOf(45.0, 60.0), mesh[0], 1e-5) // (x, y, z) triples, z dropped
+        assertArrayEquals(doubleArrayOf(95.0, 60.0), mesh[1], 1e-5)
     }
 
     @Test
