@@ -79,7 +79,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 def _print_quantize(results: dict[str, dict], model: str) -> None:
     from rich.table import Table
 
-    from ktedge.quantize.gate import NOISE_CAP
+    from ktedge.quantize.gate import NOISE_CAP, bound_text
 
     table = Table(title=f"{model}: int8 post-training quantization (task gates on labelled held-out faces, widened "
                         f"to what the faces resolve, at most {NOISE_CAP:g}x)")
@@ -91,7 +91,7 @@ def _print_quantize(results: dict[str, dict], model: str) -> None:
             label = t["metric"] if len(r["tasks"]) == 1 else f"{task} {t['metric']}"
             table.add_row(b if i == 0 else "", label, f"{t['fp32']:.3f}", f"{t['value']:.3f}",
                           *((f"{100 * t['drift_rel']:.2f}%", f"{100 * t['gate_rel']:.1f}%") if t["drift_rel"] is not None
-                            else ("-", f"<= {t['max_value']:.2f}")),
+                            else ("-", bound_text(t))),
                           (", ".join(r["float_layers"]) or "-") if i == 0 else "", status if i == 0 else "")
     console.print(table)
 

@@ -88,7 +88,7 @@ def spec_outputs(spec: dict, shapes: list[list[int]], where: str) -> list[dict]:
         entry["task"] = None if task is None else {"name": task.name, "metric": task.metric_name,
                                                    "lower_is_better": task.lower_is_better,
                                                    **({"gate_rel": o["gate"]} if "gate" in o else {}),
-                                                   **({"max_value": o["max_value"]} if "max_value" in o else {})}
+                                                   **({"bound": o["bound"]} if "bound" in o else {})}
         outputs.append(entry)
     return outputs
 

@@ -104,7 +104,7 @@ TASKS: dict[str, Task] = {
     # Face / not face: only a pre-trained encoder brings it (the MTCNN O-Net); real LFW crops label it.
     "face": Task("face", "face_accuracy", metrics.accuracy, False, "probabilities", "softmax (not face, face)",
                  ("not face", "face")),
-    # FaceMesh's 468 points, held to MediaPipe's own file on real photos (data.format photos).
+    # FaceMesh's 468 points, held to MediaPipe's own file on real photos (data.format mesh_crops).
     "mesh": Task("mesh", "nme_mesh", metrics.nme_mesh, True, "points_xyz",
                  "468 (x, y, z) points, MediaPipe FaceMesh order, as fractions of the crop (z: depth in the "
                  "same unit, smaller is nearer)", eye_centres=(RIGHT_EYE, LEFT_EYE)),

@@ -9,7 +9,7 @@ fixed 5 % gate flips on noise and the float fallback chases it. The cap keeps a 
 collapsed failing: that expression head answering the majority class drifts 20 %.
 
 A task whose labels are another model's outputs (a port held to its original: FaceMesh against
-MediaPipe's file) is gated on the metric itself, `max_value` (e.g. points within 2 % of the eye
+MediaPipe's file) is gated on the metric itself, `bound` (e.g. points within 2 % of the eye
 distance): its fp32 value is near zero, so a relative drift means nothing and is not reported.
 """
 from __future__ import annotations
@@ -46,21 +46,21 @@ def resolution_rel(task: str, pred: np.ndarray, ref: np.ndarray, target: np.ndar
 
 def gate_tasks(tasks: list[str], outputs: list[np.ndarray], ref_outputs: list[np.ndarray],
                targets: dict[str, np.ndarray], max_drift_rel: float | dict[str, float],
-               max_value: dict[str, float] | None = None) -> dict[str, dict]:
+               bounds: dict[str, float] | None = None) -> dict[str, dict]:
     """Per task: its metric for the program and for fp32, the drift, the resolution, the gate
     this drift is held to (`max_drift_rel`, or its value for that task) and whether it passes, or
-    for a task in `max_value` the bound its metric is held to; for a classification task, how
+    for a task in `bounds` the bound its metric is held to (at most, or at least where higher is better); for a classification task, how
     often the program's decisions agree with fp32's."""
     rows = {}
     for task, pred, ref in zip(tasks, outputs, ref_outputs):
         metric, target = TASKS[task].metric, targets[task]
         pred, ref = as_labelled(pred, target), as_labelled(ref, target)
         fp32, value = metric(ref, target), metric(pred, target)
-        if max_value and task in max_value:
-            bound = max_value[task]
-            passed = value <= bound if TASKS[task].lower_is_better else value >= bound
+        if bounds and task in bounds:
+            bound, at_most = bounds[task], TASKS[task].lower_is_better
             rows[task] = {"metric": TASKS[task].metric_name, "fp32": fp32, "value": value, "drift_rel": None,
-                          "max_value": bound, "passed": bool(passed)}
+                          "bound": bound, "bound_is": "max" if at_most else "min",
+                          "passed": bool(value <= bound if at_most else value >= bound)}
             continue
         noise = resolution_rel(task, pred, ref, target)
         base = max_drift_rel[task] if isinstance(max_drift_rel, dict) else max_drift_rel
@@ -92,8 +92,12 @@ def worst_drift(rows: dict[str, dict]) -> float | None:
     return max(drifts) if drifts else None
 
 
+def bound_text(row: dict) -> str:
+    return f"bound {'<=' if row['bound_is'] == 'max' else '>='} {row['bound']:.2f}"
+
+
 def gate_text(row: dict) -> str:
-    """A task's gate row for a person: `7.04 (0.9% of 5.0%)`, or `1.31 (<= 2.00)` for a bound."""
-    if row.get("max_value") is not None:
-        return f"{row['value']:.2f} ({'<=' if row['value'] <= row['max_value'] else '>'} {row['max_value']:.2f})"
+    """A task's gate row for a person: `7.04 (0.9% of 5.0%)`, or `1.31 (bound <= 2.00)`."""
+    if row.get("bound") is not None:
+        return f"{row['value']:.2f} ({bound_text(row)})"
     return f"{row['value']:.2f} ({100 * row['drift_rel']:.1f}% of {100 * row['gate_rel']:.1f}%)"

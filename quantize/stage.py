@@ -71,8 +71,8 @@ def task_gates(cfg: Config, deployable: Deployable, outputs: list[np.ndarray], r
     picked = deployable.task_outputs()
     gates = {o["task"]["name"]: o["task"].get("gate_rel", cfg.quantize.max_drift_rel) for o in deployable.outputs
              if o["task"]}
-    bounds = {o["task"]["name"]: o["task"]["max_value"] for o in deployable.outputs
-              if o["task"] and "max_value" in o["task"]}
+    bounds = {o["task"]["name"]: o["task"]["bound"] for o in deployable.outputs
+              if o["task"] and "bound" in o["task"]}
     return gate_tasks(deployable.tasks(), [outputs[i] for i in picked], [reference[i] for i in picked],
                       task_targets(deployable, faces), gates, bounds)
 

@@ -12,7 +12,7 @@ face in six of the training folder, picked by the run's seed):
            identity (index < data.n_identities)
   lfw      no folder: scikit-image's `lfw_subset`, 100 real LFW face crops and 100 non-face crops
            (25 x 25 grey, upsampled) -> face / not face; every fifth calibrates, the rest are held out
-  photos   no folder: FaceMesh's crops of the 8 real faces of model/data/photos.py -> mesh (MediaPipe's
+  mesh_crops  no folder: FaceMesh's crops of the 8 real faces of model/data/photos.py -> mesh (MediaPipe's
            own FaceMesh points on each crop); calibration and held-out crops are different jitters
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, EXPRESSIONS, NUM_L
 if TYPE_CHECKING:
     from ktedge.config import Config  # config imports this module to check data.format
 
-FORMATS = ("synthetic", "pts", "utkface", "celeba", "csv", "lfw", "photos")
-BUILT_IN = ("synthetic", "lfw", "photos")  # the formats that read no folder
+FORMATS = ("synthetic", "pts", "utkface", "celeba", "csv", "lfw", "mesh_crops")
+BUILT_IN = ("synthetic", "lfw", "mesh_crops")  # the formats that read no folder
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VAL_EVERY = 6  # with no val_dir, one face in six of the training folder is held out
 # Our attribute names -> CelebA's columns; `beard` is CelebA's No_Beard inverted.
@@ -65,12 +65,12 @@ def split_faces(cfg: Config, split: str, tasks: tuple[str, ...] | list[str] = ()
         if missing:
             raise KtedgeError(f"data.format lfw labels only face / not face (missing: {', '.join(missing)})")
         return lfw_faces("train" if split in ("train", "calibration") else "val", d.image_size).subset(slice(0, n))
-    if d.format == "photos":
+    if d.format == "mesh_crops":
         from ktedge.model.data.photos import facemesh_faces
 
         missing = [t for t in tasks if t != "mesh"]
         if missing:
-            raise KtedgeError(f"data.format photos labels only mesh (missing: {', '.join(missing)})")
+            raise KtedgeError(f"data.format mesh_crops labels only mesh (missing: {', '.join(missing)})")
         return facemesh_faces("train" if split in ("train", "calibration") else "val", d.image_size).subset(slice(0, n))
     items = dataset_items(cfg, "train" if split in ("train", "calibration") else "val")
     labelled = _labelled(items)
@@ -95,7 +95,7 @@ def held_out_source(cfg: Config, split: str = "test") -> str:
         return f"synthetic held-out {split} split (exact labels)"
     if d.format == "lfw":
         return "real LFW crops of scikit-image's lfw_subset (80 faces, 80 non-faces; the other 40 calibrate)"
-    if d.format == "photos":
+    if d.format == "mesh_crops":
         from ktedge.model.data.photos import source
 
         return source("val")

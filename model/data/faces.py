@@ -23,7 +23,7 @@ class FaceSet:
     identity: np.ndarray  # (N,) int64
     pose: np.ndarray  # (N, 2) float32 yaw, roll in degrees
     face: np.ndarray | None = None  # (N,) int64 1 = a face, 0 = not; None: every image is a face
-    mesh: np.ndarray | None = None  # (N, 468, 2) float32 FaceMesh points, fractions of the crop (data.format photos)
+    mesh: np.ndarray | None = None  # (N, 468, 2) float32 FaceMesh points, fractions of the crop (data.format mesh_crops)
     # The tasks whose labels this set carries: all of them for synthetic faces; a real dataset's
     # format carries some, and the others are NaN (-1 for class labels).
     labelled: tuple[str, ...] = LABELLED_TASKS

@@ -4,7 +4,7 @@ Photos, all offline: scikit-image's astronaut (one face, 512 px) and, extracted 
 insightface's source archive (ktedge/assets.py), a 6-person group photo (1280 x 886) and a 112-px
 portrait: 8 real faces of 8 people.
 
-`facemesh_faces` is the `photos` data format: each face found by BlazeFace (model/blazeface.py,
+`facemesh_faces` is the `mesh_crops` data format: each face found by BlazeFace (model/blazeface.py,
 MediaPipe's weights) and cropped by MediaPipe's FaceMesh rule (model/facemesh.py roi_matrix), then
 jittered as a detector's box varies (turn, scale, shift, mirror), 16 crops a face per split; the
 calibration and held-out splits are different jitters of the same faces. Each crop's label is
@@ -89,17 +89,17 @@ def _photos_and_faces() -> tuple[dict[str, np.ndarray], list]:
 
 @functools.lru_cache(maxsize=4)
 def facemesh_faces(split: str, size: int) -> "FaceSet":
-    """The `photos` format's split (train or val): JITTERS crops of each real face at `size` px,
+    """The `mesh_crops` format's split (train or val): JITTERS crops of each real face at `size` px,
     `mesh` labelled by MediaPipe's original as fractions of the crop ((N, 468, 2) x, y)."""
     from ktedge.model.align import warp_affine
     from ktedge.model.data.faces import FaceSet
     from ktedge.model.facemesh import INPUT_SIZE, roi_matrix
 
     if size != INPUT_SIZE:
-        raise KtedgeError(f"data.format photos makes FaceMesh's {INPUT_SIZE}-px crops; data.image_size is {size}")
+        raise KtedgeError(f"data.format mesh_crops makes FaceMesh's {INPUT_SIZE}-px crops; data.image_size is {size}")
     photos, faces = _photos_and_faces()
     if not faces:
-        raise KtedgeError("data.format photos: BlazeFace found no face in the real photos (is face_detection_short_range.tflite the pinned file?)")
+        raise KtedgeError("data.format mesh_crops: BlazeFace found no face in the real photos (is face_detection_short_range.tflite the pinned file?)")
     rng = np.random.default_rng([SPLIT_SEEDS[split], len(faces)])
     crops = []
     for name, det in faces:
@@ -113,7 +113,7 @@ def facemesh_faces(split: str, size: int) -> "FaceSet":
 
 
 def source(split: str) -> str:
-    """The `photos` split in words, for reports."""
+    """The `mesh_crops` split in words, for reports."""
     return (f"real faces ({JITTERS} jittered FaceMesh crops of each of the 8 in scikit-image's astronaut and "
             f"insightface's t1.jpg and portrait, the {'calibration' if split == 'train' else 'held-out'} jitters; "
             f"labels: MediaPipe's face_landmark.tflite in LiteRT, another model's output)")
