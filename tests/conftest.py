@@ -42,6 +42,18 @@ def tiny_run(tiny_cfg, tmp_path_factory):
     return out, metrics
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """A module's tests on one torch thread: the runtimes they compare against run on one, and on a
+    shared 2-core machine two OpenMP threads per process make tiny steps many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 ONET = "published/mtcnn-onet"  # where a run deploys the real O-Net beside its own model
 
 

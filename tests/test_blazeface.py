@@ -12,7 +12,8 @@ from ktedge.model.blazeface import (INPUT_SIZE, KEYPOINTS, PEER, BlazeFace, box_
                                     letterbox_matrix, ssd_anchors, to_input, weighted_nms, blazeface)
 
 TFLITE = asset_path(PEER)
-pytestmark = pytest.mark.skipif(TFLITE is None, reason="face_detection_short_range.tflite not installed (make install)")
+pytestmark = [pytest.mark.skipif(TFLITE is None, reason="face_detection_short_range.tflite not installed (make install)"),
+              pytest.mark.usefixtures("one_thread")]
 
 # The astronaut's pupils, marked by hand on the 512 x 512 photo (corner-origin pixels).
 ASTRONAUT_RIGHT_PUPIL, ASTRONAUT_LEFT_PUPIL = (204.0, 101.0), (246.0, 104.0)
@@ -20,14 +21,6 @@ ASTRONAUT_RIGHT_PUPIL, ASTRONAUT_LEFT_PUPIL = (204.0, 101.0), (246.0, 104.0)
 HEAD = (132, 35, 186)   # x0, y0, side
 # Photos with no human face in them.
 NO_FACES = ("coffee", "rocket", "hubble_deep_field", "coins")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

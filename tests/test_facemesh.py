@@ -14,21 +14,14 @@ from ktedge.model.facemesh import (INPUT_SIZE, LEFT_EYE, LEFT_EYE_CORNERS, MOUTH
                                    roi_matrix, to_input)
 
 TFLITE = asset_path(PEER)
-pytestmark = [pytest.mark.skipif(TFLITE is None, reason="face_landmark.tflite not installed (make install)"),
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(TFLITE is None, reason="face_landmark.tflite not installed (make install)"),
               pytest.mark.skipif(asset_path(bf.PEER) is None,
                                  reason="face_detection_short_range.tflite not installed (make install)")]
 
 # The astronaut's pupils, marked by hand on the 512 x 512 photo (as in test_blazeface.py).
 ASTRONAUT_RIGHT_PUPIL, ASTRONAUT_LEFT_PUPIL = (204.0, 101.0), (246.0, 104.0)
 IOD = math.dist(ASTRONAUT_RIGHT_PUPIL, ASTRONAUT_LEFT_PUPIL)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

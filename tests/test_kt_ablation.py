@@ -16,20 +16,12 @@ from ktedge.model.adapter import drop_mask
 from ktedge.model.checkpoint import load_checkpoint
 from ktedge.model.tasks import TASKS
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # as the ablation's workers train
+
 SEEDS, EPOCHS = 3, 1
 PRIORS = ["face", "age", "attributes"]  # the default run's priors, by task
 MASK_CELLS = {"mask:no-drop", "mask:p_drop=0.25", "mask:p_drop=0.75", "mask:p_all=0", "mask:p_canon=0.25",
               "mask:p_canon=0.5"}  # p_drop=0.5 is the default: that cell is priors:all
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Train here on one thread, as the ablation's workers do: on a shared 2-core machine two
-    OpenMP threads per process make these tiny steps many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
