@@ -110,11 +110,9 @@ def peer_loader(name: str, face: np.ndarray, threads: int) -> tuple[Callable, np
     (NHWC, 0..1 as MediaPipe's graphs feed it)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from ktedge.assets import asset_path
+    from ktedge.assets import installed
 
-    path = asset_path(name)
-    if path is None:
-        raise KtedgeError(f"peer model {name} is not installed (`make install` extracts it from the mediapipe wheel)")
+    path = installed(name)
     _, h, w, _ = Interpreter(model_path=str(path)).get_input_details()[0]["shape"]
     image = np.ascontiguousarray(resize(face, int(h), int(w)).transpose(0, 2, 3, 1) / 255.0, dtype=np.float32)
 

@@ -28,7 +28,8 @@ def _xnnpack(backend: str | None):
     def build(src: ExportSource, path: Path) -> dict:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-        program = src.program if backend is None else export_program(src.quantized[backend], src.example, dynamic_batch=False)
+        program = (src.program if backend is None
+                   else export_program(src.quantized[backend], src.example, dynamic_batch=False))
         path.write_bytes(_lower(program, XnnpackPartitioner()))
         return {}
     return build

@@ -6,9 +6,10 @@ import numpy as np
 from ktedge.model.data.synth import OUTER_EYE_CORNERS, REGIONS
 
 
-def nme(pred: np.ndarray, gt: np.ndarray, points: range | None = None) -> float:
-    """Mean point error / inter-ocular distance (outer eye corners), in percent. (N, K, 2) each."""
-    a, b = OUTER_EYE_CORNERS
+def nme(pred: np.ndarray, gt: np.ndarray, points: range | None = None,
+        eye_corners: tuple[int, int] = OUTER_EYE_CORNERS) -> float:
+    """Mean point error / inter-ocular distance (the outer eye corners), in percent. (N, K, 2) each."""
+    a, b = eye_corners
     iod = np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)  # (N,)
     err = np.linalg.norm(pred - gt, axis=-1)  # (N, K)
     if points is not None:
@@ -19,11 +20,10 @@ def nme(pred: np.ndarray, gt: np.ndarray, points: range | None = None) -> float:
 def nme_mesh(pred: np.ndarray, gt: np.ndarray) -> float:
     """FaceMesh's 468 points: mean x, y error / the outer eye corners' distance, in percent.
     pred (N, 1404) or (N, 468, 3) (x, y, z), gt (N, 468, 2)."""
+    from ktedge.model.align import points_of
     from ktedge.model.facemesh import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS
 
-    p = pred.reshape(len(pred), -1, 3)[..., :2]
-    iod = np.linalg.norm(gt[:, RIGHT_EYE_CORNERS[0]] - gt[:, LEFT_EYE_CORNERS[0]], axis=-1)  # (N,)
-    return float(100 * np.mean(np.linalg.norm(p - gt, axis=-1).mean(1) / iod))
+    return nme(points_of("points_xyz", pred), gt, eye_corners=(RIGHT_EYE_CORNERS[0], LEFT_EYE_CORNERS[0]))
 
 
 def nme_by_region(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:

@@ -49,8 +49,8 @@ def gate_tasks(tasks: list[str], outputs: list[np.ndarray], ref_outputs: list[np
                bounds: dict[str, float] | None = None) -> dict[str, dict]:
     """Per task: its metric for the program and for fp32, the drift, the resolution, the gate
     this drift is held to (`max_drift_rel`, or its value for that task) and whether it passes, or
-    for a task in `bounds` the bound its metric is held to (at most, or at least where higher is better); for a classification task, how
-    often the program's decisions agree with fp32's."""
+    for a task in `bounds` the bound its metric is held to (at most; at least where higher is
+    better); for a classification task, how often the program's decisions agree with fp32's."""
     rows = {}
     for task, pred, ref in zip(tasks, outputs, ref_outputs):
         metric, target = TASKS[task].metric, targets[task]
