@@ -1,7 +1,8 @@
 """`ktedge predict`: one exported artifact on a whole photo, in its own runtime: every face found
 (MediaPipe's BlazeFace, model/blazeface.py), aligned by the rule the artifact's manifest states,
 run, and its answers mapped back to the photo's pixels. `--no-detect` runs the centred square
-instead (the crop the manifest's preprocessing describes). The check a developer makes before
+instead (the crop the manifest's preprocessing describes). A detector artifact (BlazeFace deployed)
+takes the whole photo, letterboxed, and its faces are the answer. The check a developer makes before
 putting the file in an app."""
 from __future__ import annotations
 
@@ -33,12 +34,10 @@ def artifact_dir(path: str | Path) -> Path:
     return folder
 
 
-def aligned_input(photo: np.ndarray, rule: dict, right_eye: np.ndarray, left_eye: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """A face of `photo` -> (1, 3, S, S) float32 RGB 0..255 by the eyes-level `rule`, and the
-    (2, 3) matrix from input pixels to photo pixels. Shrinking by k >= 2 box-averages the photo
-    by k first (bilinear alone aliases), as the centred crop does."""
-    m = crop_to_photo(rule, right_eye, left_eye)
+def warp_to_input(photo: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """The `size` x `size` input whose pixels `m` (2, 3) maps to photo pixels, as (1, 3, S, S)
+    float32 RGB 0..255. Shrinking by k >= 2 box-averages the photo by k first (bilinear alone
+    aliases), as the centred crop does."""
     k = int(np.hypot(m[0, 0], m[1, 0]))  # photo pixels per input pixel, whole
     src, mk = photo, m
     if k >= 2:
@@ -46,9 +45,36 @@ def aligned_input(photo: np.ndarray, rule: dict, right_eye: np.ndarray, left_eye
         src = photo[:h, :w].reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
         src = np.clip(np.floor(src + 0.5), 0, 255).astype(np.uint8)
         mk = m / k  # corner-origin coordinates scale exactly
-    size = rule["size"]
     crop = warp_affine(src, mk, (size, size)).astype(np.float32)
-    return crop.transpose(2, 0, 1)[None].copy(), m
+    return crop.transpose(2, 0, 1)[None].copy()
+
+
+def aligned_input(photo: np.ndarray, rule: dict, right_eye: np.ndarray, left_eye: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A face of `photo` -> (1, 3, S, S) float32 RGB 0..255 by the eyes-level `rule`, and the
+    (2, 3) matrix from input pixels to photo pixels."""
+    m = crop_to_photo(rule, right_eye, left_eye)
+    return warp_to_input(photo, m, rule["size"]), m
+
+
+def is_detector(manifest: dict) -> bool:
+    return any(o["kind"] == "anchor_detections" for o in manifest["outputs"])
+
+
+def detector_faces(runner, photo: np.ndarray) -> list[dict]:
+    """A detector artifact on the whole photo, letterboxed to its input as its manifest's crop
+    says: its faces (after its threshold and NMS) in photo pixels."""
+    from ktedge.model.blazeface import letterbox_matrix
+
+    size = runner.manifest["preprocessing"]["crop_size"]
+    m = letterbox_matrix(*photo.shape[:2], size=size)
+    x = warp_to_input(photo, m, size)
+    start = time.perf_counter()
+    outputs = runner(x)
+    ms = 1e3 * (time.perf_counter() - start)
+    (name, found), = decode(outputs, runner.manifest, m).items()
+    return [{"box": f["box"], "score": f["score"], "eyes": f["keypoints"][:2], "input_to_photo": m.tolist(),
+             "answers": {name: [f]}, "latency_ms": ms} for f in found]
 
 
 def find_faces(photo: np.ndarray, min_face: int) -> list:
@@ -70,6 +96,10 @@ def predict(artifact: str | Path, image_path: str | Path, threads: int = 1, dete
         runner = open_runner(folder, threads)
         manifest = runner.manifest
         pre = manifest["preprocessing"]
+        if is_detector(manifest):  # it is the detector: the whole photo is its input
+            return {"artifact": str(folder), "model": manifest["model"], "format": manifest["format"],
+                    "precision": manifest["precision"], "image": str(image_path),
+                    "image_size": list(image.shape[1::-1]), "detector": None, "faces": detector_faces(runner, image)}
         if detect:
             rule = pre.get("alignment")
             if rule is None:
@@ -122,6 +152,11 @@ def draw_overlay(image_path: str | Path, result: dict, manifest: dict, dest: str
                     draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 255, 0))
             elif spec["kind"] == "box_offsets":
                 draw.rectangle(list(np.asarray(answer, float)), outline=(255, 0, 0), width=r)
+            elif spec["kind"] == "anchor_detections":
+                for found in answer:
+                    draw.rectangle(found["box"], outline=(255, 0, 0), width=r)
+                    for x, y in found["keypoints"]:
+                        draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 255, 0))
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     write_bytes(dest, buf.getvalue())

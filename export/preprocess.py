@@ -17,7 +17,8 @@ from ktedge.errors import KtedgeError
 from ktedge.model.align import POINT_KINDS, map_points, points_of
 
 # How each output kind turns a tensor into an answer (manifest outputs[].kind).
-OUTPUT_KINDS = (*POINT_KINDS, "box_offsets", "probabilities", "value", "multilabel_logits", "class_logits", "embedding")
+OUTPUT_KINDS = (*POINT_KINDS, "box_offsets", "probabilities", "value", "multilabel_logits", "class_logits", "embedding",
+                "anchor_detections")
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,13 @@ def decode(outputs: list[np.ndarray], manifest: dict, to_photo: np.ndarray) -> d
             answers[spec["name"]] = labels[int(np.argmax(v))]
         elif kind == "embedding":
             answers[spec["name"]] = (v / max(np.linalg.norm(v), 1e-12)).tolist()
+        elif kind == "anchor_detections":  # a detector: its faces, thresholded and suppressed
+            from ktedge.model.blazeface import faces_in
+
+            boxes, keypoints, scores = (t.numpy().astype(np.float64) for t in faces_in(v))
+            answers[spec["name"]] = [
+                {"box": [*map_points(to_photo, b.reshape(2, 2) * size).reshape(-1).tolist()], "score": float(s),
+                 "keypoints": map_points(to_photo, k * size).tolist()} for b, k, s in zip(boxes, keypoints, scores)]
         else:
             raise KtedgeError(f"manifest output {spec['name']}: unknown kind {kind!r}")
     return answers

@@ -198,8 +198,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     where = "the centred square" if args.no_detect else "face(s) found"
     console.print(f"{result['model']} ({result['format']} {result['precision']}) on {args.image}: "
                   f"{len(result['faces'])} {where}")
-    if not result["faces"]:
+    if not result["faces"] and result["detector"]:
         console.print(f"  no face found (faces down to {result['detector']['min_face_px']} px wide were looked for)")
+    elif not result["faces"]:
+        console.print("  no face found (the detector on the whole photo, letterboxed to its input)")
     for i, face in enumerate(result["faces"]):
         x0, y0, x1, y1 = face["box"]
         score = "" if face["score"] is None else f", score {face['score']:.2f}"
@@ -212,6 +214,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 answer = f"{len(xy)} points: {', '.join(xy[:3])}{', ...' if len(xy) > 3 else ''}"
             elif spec["kind"] == "embedding":
                 answer = f"{len(answer)}-d unit embedding"
+            elif spec["kind"] == "anchor_detections":  # a detector's own face: its keypoints
+                answer = "keypoints " + ", ".join(f"({x:.1f}, {y:.1f})" for x, y in answer[0]["keypoints"])
             console.print(f"  {spec['name']}: {answer}", highlight=False)
     if args.json:
         write_json(args.json, result)

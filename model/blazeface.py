@@ -9,7 +9,10 @@ with the options of `face_detection_short_range.pbtxt`.
 Layout of the work:
   `BlazeFace`           (B, 3, 128, 128) RGB in [-1, 1] -> (B, 896, 16) regressors, (B, 896, 1)
                         logits: a plain module, to be torch.export'ed and quantized like any other.
-  `ssd_anchors`, `decode`, `weighted_nms`   post-processing on tensors of relative coordinates.
+  `Deployed`            the same with the per-anchor decoding in the graph, (B, 896, 17): what
+                        ktedge deploys (ktedge/specs/blazeface.yaml); an app thresholds and suppresses.
+  `ssd_anchors`, `decode_anchors`, `select`, `weighted_nms`   post-processing on tensors of
+                        relative coordinates.
   `detect`, `detect_tiled`                  the front-end on a whole (H, W, 3) uint8 photo:
                         letterbox to 128, run, decode, NMS, map to photo pixels.
 
@@ -19,6 +22,7 @@ frontal face it is on the image's left.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +47,13 @@ ANCHOR_OFFSET = 0.5
 # TensorsToDetectionsCalculatorOptions.
 COORD_SCALE = 128.0       # x_scale = y_scale = w_scale = h_scale
 SCORE_CLIPPING = 100.0
+COORD_RANGE = (-0.5, 1.5)  # ours: decoded coordinates are kept within (decode_anchors)
+# Ours, for int8 (`Deployed`): the deployed form's logits stop at -LOGIT_FLOOR (FlooredHead) and
+# its block activations at ACTIVATION_CAP. On the real frames every fp32 face stays found with the
+# cap anywhere from 6 to 64 (4 loses one in 25); at 6 it is ReLU6, which the converters fuse into
+# the op before it (at 16 LiteRT's int8 file kept the caps as float MINIMUMs: 7 faces of 126 lost).
+LOGIT_FLOOR = 16.0
+ACTIVATION_CAP = 6.0
 MIN_SCORE = 0.5
 # NonMaxSuppressionCalculatorOptions (algorithm WEIGHTED, overlap INTERSECTION_OVER_UNION).
 NMS_IOU = 0.3
@@ -64,15 +75,17 @@ def tf_same_padding(kernel: int, stride: int) -> tuple[int, int]:
 
 
 class SameConv2d(nn.Conv2d):
-    """nn.Conv2d with TFLite SAME padding (zeros), for inputs whose size divides by the stride."""
+    """nn.Conv2d with TFLite SAME padding (zeros), for inputs whose size divides by the stride.
+    Symmetric (stride 1) it is the conv's own padding; asymmetric, an explicit F.pad first. A PAD
+    op beside a residual add is also what litert-torch's int8 layout pass cannot convert."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1):
-        super().__init__(cin, cout, kernel, stride=stride, groups=groups)
         before, after = tf_same_padding(kernel, stride)
-        self.pads = (before, after, before, after)   # F.pad order: left, right, top, bottom
+        super().__init__(cin, cout, kernel, stride=stride, groups=groups, padding=before if before == after else 0)
+        self.pads = None if before == after else (before, after, before, after)  # F.pad: left, right, top, bottom
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.pads))
+        return super().forward(x if self.pads is None else F.pad(x, self.pads))
 
 
 class BlazeBlock(nn.Module):
@@ -219,18 +232,39 @@ def ssd_anchors(input_size: int = INPUT_SIZE, strides: tuple[int, ...] = ANCHOR_
     return torch.cat(out)
 
 
+def decode_anchors(regressors: torch.Tensor, logits: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Raw outputs (B, 896, 16), (B, 896, 1) -> every anchor decoded, (B, 896, 17): box xmin,
+    ymin, xmax, ymax, the 6 keypoints' (x, y), relative to the input, then the score
+    sigmoid(clip(logit, +-100)). Offsets are in input pixels, divided by 128; anchor w = h = 1.
+
+    Coordinates are kept to a frame and a half around the input (COORD_RANGE), which leaves every
+    face as it is: an empty anchor's box can decode far outside, and in int8, where the output
+    has one scale, that range left the scores within a step of 0. Each piece is bounded before
+    the concat (a hardtanh, whose int8 range is then fixed: quantize/quantizers.py), so the concat's
+    one scale is COORD_RANGE's."""
+    raw = regressors / COORD_SCALE
+    centre, half = raw[..., 0:2] + anchors, raw[..., 2:4] / 2
+    # Broadcast over the keypoints by shape: a repeated anchor table became a BROADCAST_TO that
+    # XNNPACK leaves outside its partition.
+    keypoints = (raw[..., 4:].unflatten(-1, (NUM_KEYPOINTS, 2)) + anchors[:, None]).flatten(-2)
+    score = torch.sigmoid(logits.clamp(-SCORE_CLIPPING, SCORE_CLIPPING))
+    bound = lambda t: F.hardtanh(t, *COORD_RANGE)  # noqa: E731
+    return torch.cat([bound(centre - half), bound(centre + half), bound(keypoints), score], dim=-1)
+
+
+def select(detections: torch.Tensor, min_score: float = MIN_SCORE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's decoded anchors (896, 17) -> those scoring >= `min_score`: boxes (N, 4),
+    keypoints (N, 6, 2), scores (N,)."""
+    keep = detections[:, -1] >= min_score
+    d = detections[keep]
+    return d[:, :4], d[:, 4:-1].reshape(-1, NUM_KEYPOINTS, 2), d[:, -1]
+
+
 def decode(regressors: torch.Tensor, logits: torch.Tensor, anchors: torch.Tensor,
            min_score: float = MIN_SCORE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One image's raw outputs (896, 16), (896, 1) -> the anchors scoring >= `min_score`: boxes
-    (N, 4) as relative xmin, ymin, xmax, ymax; keypoints (N, 6, 2) relative x, y; scores (N,).
-    Scores are sigmoid(clip(logit, +-100)); offsets are in input pixels, divided by 128."""
-    scores = torch.sigmoid(logits[:, 0].clamp(-SCORE_CLIPPING, SCORE_CLIPPING))
-    keep = scores >= min_score
-    raw, centres, scores = regressors[keep] / COORD_SCALE, anchors[keep], scores[keep]
-    centre, size = raw[:, 0:2] + centres, raw[:, 2:4]          # anchor w = h = 1
-    boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
-    keypoints = raw[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) + centres[:, None]
-    return boxes, keypoints, scores
+    (N, 4) as relative xmin, ymin, xmax, ymax; keypoints (N, 6, 2) relative x, y; scores (N,)."""
+    return select(decode_anchors(regressors[None], logits[None], anchors)[0], min_score)
 
 
 def box_iou(box: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -262,6 +296,62 @@ def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Ten
     if not out_scores:
         return boxes[:0], keypoints[:0], scores[:0]
     return torch.stack(out_boxes), torch.stack(out_keypoints), torch.stack(out_scores)
+
+
+class FlooredHead(nn.Module):
+    """A classifier head whose logits stop at -`floor`, in a form int8 keeps: the floor folded
+    into the conv's bias and a ReLU after it (a conv + ReLU is one int8 pattern, its range observed
+    after the ReLU), the floor taken off again. Empty anchors' logits reach -176 while a face's
+    are near 0: one per-tensor int8 scale over that range (0.70) put a face's score on a step or
+    two, and int8 recall fell to 0. sigmoid(-16) = 1e-7, so no score a threshold reads moves.
+    (B, C, H, W) -> (B, H*W*per_cell, 1)."""
+
+    def __init__(self, head: DetectionHead, floor: float):
+        super().__init__()
+        self.conv, self.values, self.floor = copy.deepcopy(head.conv), head.values, floor
+        with torch.no_grad():
+            self.conv.bias += floor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv(x)).permute(0, 2, 3, 1)               # (B, H, W, per_cell), >= 0
+        return y.reshape(y.shape[0], -1, self.values) - self.floor
+
+
+class Deployed(nn.Module):
+    """BlazeFace as ktedge deploys it (ktedge/specs/blazeface.yaml): the per-anchor decoding in
+    the graph, so an app (and the int8 gate) reads boxes and scores, not raw regressors.
+    (B, 3, 128, 128) RGB in [-1, 1] -> detections (B, 896, 17) (`decode_anchors`), logits floored at -LOGIT_FLOOR, block activations capped at
+    ACTIVATION_CAP)."""
+
+    def __init__(self, net: BlazeFace):
+        super().__init__()
+        self.net = copy.deepcopy(net)
+        self.net.classifier16 = FlooredHead(net.classifier16, LOGIT_FLOOR)
+        self.net.classifier8 = FlooredHead(net.classifier8, LOGIT_FLOOR)
+        # MediaPipe's network makes one content-independent spike at 16 x 16 cell (14, 14): the
+        # blocks from the ninth on carry it at 50..300 while every other activation of every frame
+        # stays under ~10. One per-tensor int8 scale over that range left nothing of the faces
+        # (int8 recall 0 with the heads in float). Capped, the blocks' int8 range is fixed in
+        # advance (quantize/quantizers.py bounded activations).
+        for block in [*self.net.backbone16, *self.net.backbone8]:
+            block.act = nn.Hardtanh(0.0, ACTIVATION_CAP)
+        self.register_buffer("anchors", ssd_anchors())             # (896, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return decode_anchors(*self.net(x), self.anchors)           # (B, 896, 17)
+
+
+def deployed() -> Deployed:
+    """The published model's factory: BlazeFace with MediaPipe's weights, decoding in the graph."""
+    return Deployed(blazeface()).eval()
+
+
+def faces_in(detections: torch.Tensor | np.ndarray, min_score: float = MIN_SCORE
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One frame's deployed output (896, 17) -> its faces after MediaPipe's threshold and
+    weighted NMS: boxes (N, 4), keypoints (N, 6, 2), scores (N,), relative to the input."""
+    return weighted_nms(*select(torch.as_tensor(np.asarray(detections, np.float32)).reshape(NUM_ANCHORS, -1),
+                                min_score))
 
 
 # ------------------------------------------------------------------------------ photo front-end

@@ -35,7 +35,7 @@ from ktedge.schema import check, load_schema
 
 # How many values a task's output must hold for one face (its metric reads it in that shape).
 TASK_SIZES = {"landmarks": 136, "age": 1, "attributes": 9, "action_units": 8, "expression": 6, "face": 2,
-              "mesh": 1404}
+              "mesh": 1404, "detection": 896 * 17}
 
 
 def read_spec(path: str | Path) -> dict:

@@ -26,6 +26,24 @@ def nme_mesh(pred: np.ndarray, gt: np.ndarray) -> float:
     return nme(points_of("points_xyz", pred), gt, eye_corners=(RIGHT_EYE_CORNERS[0], LEFT_EYE_CORNERS[0]))
 
 
+def recall_iou50(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Of the reference faces, the percentage a detector finds: a face after its threshold and
+    weighted NMS overlapping the reference box by IoU >= 0.5. pred (N, 896, 17) decoded anchors
+    (model/blazeface.py), gt (N, F, 4) reference boxes, NaN-padded."""
+    import torch
+
+    from ktedge.model.blazeface import box_iou, faces_in
+
+    found = total = 0
+    for p, boxes in zip(pred, gt):
+        ref = torch.from_numpy(boxes[~np.isnan(boxes).any(axis=1)])
+        total += len(ref)
+        got = faces_in(p)[0]
+        if len(ref) and len(got):
+            found += sum(bool(box_iou(r, got).max() >= 0.5) for r in ref)
+    return float(100 * found / max(total, 1))
+
+
 def nme_by_region(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return {name: nme(pred, gt, idx) for name, idx in REGIONS.items()}
 

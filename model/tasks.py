@@ -108,6 +108,11 @@ TASKS: dict[str, Task] = {
     "mesh": Task("mesh", "nme_mesh", metrics.nme_mesh, True, "points_xyz",
                  "468 (x, y, z) points, MediaPipe FaceMesh order, as fractions of the crop (z: depth in the "
                  "same unit, smaller is nearer)", eye_centres=(RIGHT_EYE, LEFT_EYE)),
+    # BlazeFace's faces, held to MediaPipe's own file on real frames (data.format face_frames).
+    "detection": Task("detection", "recall_iou50", metrics.recall_iou50, False, "anchor_detections",
+                      "per anchor (896): box xmin, ymin, xmax, ymax, 6 keypoints (x, y), as fractions of the "
+                      "input, then the score; a face where score >= 0.5, after MediaPipe's weighted NMS "
+                      "(IoU 0.3)"),
 }
 TRAINABLE_TASKS = tuple(t for t, task in TASKS.items() if task.trainable)
 

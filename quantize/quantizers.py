@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
-from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer, SharedQuantizationSpec
+from torchao.quantization.pt2e.quantizer import (FixedQParamsQuantizationSpec, QuantizationAnnotation, Quantizer,
+                                                 SharedQuantizationSpec)
 
 from ktedge.quantize.sensitivity import ACTIVATIONS
 
@@ -147,11 +148,40 @@ class FloatLayers(Quantizer):
         self.inner.validate(model)
 
 
+HARDTANH = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
+
+
+def annotate_bounded(model: GraphModule) -> None:
+    """A bounded activation (hardtanh(lo, hi): ReLU6, a capped ReLU) has its int8 range known in
+    advance: its producer's output gets the fixed range [lo, hi], which is the activation itself
+    once quantized. Both backend quantizers otherwise make it share the producer's observed range,
+    and a rare spike there (BlazeFace's, model/blazeface.py) sets the scale for everything."""
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in HARDTANH or not isinstance(node.args[0], Node):
+            continue
+        ann = node.args[0].meta.get("quantization_annotation")
+        if ann is None or ann.output_qspec is None or isinstance(ann.output_qspec, SharedQuantizationSpec):
+            continue
+        defaults = (-1.0, 1.0)  # aten.hardtanh's min_val, max_val
+        lo, hi = (float(a) for a in (*node.args[1:], *defaults[len(node.args) - 1:]))
+        scale = (hi - lo) / 255
+        ann.output_qspec = FixedQParamsQuantizationSpec(
+            dtype=torch.int8, scale=scale, zero_point=int(round(-128 - lo / scale)), quant_min=-128, quant_max=127,
+            qscheme=torch.per_tensor_affine)
+
+
 def _xnnpack(observer: str, qat: bool) -> Quantizer:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
 
-    return XNNPACKQuantizer().set_global(_with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))
+    class BoundedXNNPACKQuantizer(XNNPACKQuantizer):
+        def annotate(self, model: GraphModule) -> GraphModule:
+            model = super().annotate(model)
+            annotate_bounded(model)
+            return model
+
+    return BoundedXNNPACKQuantizer().set_global(
+        _with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))
 
 
 SOFTMAX = (torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
@@ -185,6 +215,7 @@ def _litert(observer: str, qat: bool) -> Quantizer:
         def annotate(self, model: GraphModule) -> GraphModule:
             model = super().annotate(model)
             _annotate_softmax(model, self.global_config)
+            annotate_bounded(model)
             return model
 
     return LiteRTQuantizer().set_global(_with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))

@@ -16,7 +16,7 @@ def ktedge(*args: str, preexec=None, prelude: str = "") -> subprocess.CompletedP
 
 
 # A small but real run: every stage of the training recipe, on few faces, in seconds; one published
-# model beside it (FaceMesh's chain has its own test, tests/test_facemesh_deploy.py).
+# model beside it (MediaPipe's ports have tests of their own: tests/test_published_*.py).
 TINY = {
     "data": {"n_train": 480, "n_val": 120},
     "train": {"prior_epochs": 3, "canonical_epochs": 4, "adapter_epochs": 8, "batch_size": 32},
@@ -25,6 +25,23 @@ TINY = {
 # Quicker quantize and bench settings for the stages after training.
 QUICK = {"quantize": {"calibration_faces": 32, "eval_faces": 60, "max_float_layers": 2},
          "bench": {"warmup": 2, "iters": 20, "rounds": 4}}
+
+
+def deploy_published(name: str, out, artifacts: list[str]) -> tuple:
+    """The published model `name` imported into `out`, quantized for ExecuTorch and LiteRT, exported
+    as `artifacts`, validated: (out, the import record, the validation)."""
+    from ktedge.export.stage import export_stage
+    from ktedge.export.validate import validate_stage
+    from ktedge.pipeline import import_published
+    from ktedge.quantize.stage import quantize_stage
+
+    parent = load_config(overrides=[QUICK, {"quantize": {"backends": ["executorch", "tflite"]},
+                                            "export": {"formats": ["executorch", "tflite"], "only": artifacts}}])
+    record = import_published(parent, out, name)
+    cfg = load_config(out / "config.yaml")
+    quantize_stage(cfg, out)
+    export_stage(cfg, out)
+    return out, record, validate_stage(cfg, out)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-SHIPPED = ("mtcnn-onet", "facemesh")
+SHIPPED = ("mtcnn-onet", "facemesh", "blazeface")
 
 
 def shipped_spec(name: str) -> Path:

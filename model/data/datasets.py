@@ -12,8 +12,10 @@ face in six of the training folder, picked by the run's seed):
            identity (index < data.n_identities)
   lfw      no folder: scikit-image's `lfw_subset`, 100 real LFW face crops and 100 non-face crops
            (25 x 25 grey, upsampled) -> face / not face; every fifth calibrates, the rest are held out
-  mesh_crops  no folder: FaceMesh's crops of the 8 real faces of model/data/photos.py -> mesh (MediaPipe's
-           own FaceMesh points on each crop); calibration and held-out crops are different jitters
+  mesh_crops   no folder: FaceMesh's crops of the 8 real faces of model/data/photos.py -> mesh
+           (MediaPipe's own FaceMesh points on each crop); calibration and held-out crops are different jitters
+  face_frames  no folder: BlazeFace's 128-px frames of the real photos and of photos without a face
+           -> detection (MediaPipe's own detector's boxes on each frame)
 """
 from __future__ import annotations
 
@@ -32,8 +34,11 @@ from ktedge.model.data.synth import ACTION_UNITS, ATTRIBUTES, EXPRESSIONS, NUM_L
 if TYPE_CHECKING:
     from ktedge.config import Config  # config imports this module to check data.format
 
-FORMATS = ("synthetic", "pts", "utkface", "celeba", "csv", "lfw", "mesh_crops")
-BUILT_IN = ("synthetic", "lfw", "mesh_crops")  # the formats that read no folder
+FORMATS = ("synthetic", "pts", "utkface", "celeba", "csv", "lfw", "mesh_crops", "face_frames")
+BUILT_IN = ("synthetic", "lfw", "mesh_crops", "face_frames")  # the formats that read no folder
+# The real-photo formats (model/data/photos.py): the one task each labels, and its set.
+PHOTO_FORMATS = {"mesh_crops": ("mesh", "facemesh_faces", "source"),
+                 "face_frames": ("detection", "detector_frames", "frames_source")}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VAL_EVERY = 6  # with no val_dir, one face in six of the training folder is held out
 # Our attribute names -> CelebA's columns; `beard` is CelebA's No_Beard inverted.
@@ -65,13 +70,15 @@ def split_faces(cfg: Config, split: str, tasks: tuple[str, ...] | list[str] = ()
         if missing:
             raise KtedgeError(f"data.format lfw labels only face / not face (missing: {', '.join(missing)})")
         return lfw_faces("train" if split in ("train", "calibration") else "val", d.image_size).subset(slice(0, n))
-    if d.format == "mesh_crops":
-        from ktedge.model.data.photos import facemesh_faces
+    if d.format in PHOTO_FORMATS:
+        from ktedge.model.data import photos
 
-        missing = [t for t in tasks if t != "mesh"]
+        task, make, _ = PHOTO_FORMATS[d.format]
+        missing = [t for t in tasks if t != task]
         if missing:
-            raise KtedgeError(f"data.format mesh_crops labels only mesh (missing: {', '.join(missing)})")
-        return facemesh_faces("train" if split in ("train", "calibration") else "val", d.image_size).subset(slice(0, n))
+            raise KtedgeError(f"data.format {d.format} labels only {task} (missing: {', '.join(missing)})")
+        faces = getattr(photos, make)("train" if split in ("train", "calibration") else "val", d.image_size)
+        return faces.subset(slice(0, n))
     items = dataset_items(cfg, "train" if split in ("train", "calibration") else "val")
     labelled = _labelled(items)
     missing = [t for t in tasks if t not in labelled]
@@ -95,10 +102,10 @@ def held_out_source(cfg: Config, split: str = "test") -> str:
         return f"synthetic held-out {split} split (exact labels)"
     if d.format == "lfw":
         return "real LFW crops of scikit-image's lfw_subset (80 faces, 80 non-faces; the other 40 calibrate)"
-    if d.format == "mesh_crops":
-        from ktedge.model.data.photos import source
+    if d.format in PHOTO_FORMATS:
+        from ktedge.model.data import photos
 
-        return source("val")
+        return getattr(photos, PHOTO_FORMATS[d.format][2])("val")
     folder = Path(d.val_dir or d.train_dir).resolve()
     return f"{d.format} faces of {folder}" if d.val_dir else f"{d.format} faces held out from {folder} (1 in {VAL_EVERY})"
 

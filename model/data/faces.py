@@ -24,6 +24,7 @@ class FaceSet:
     pose: np.ndarray  # (N, 2) float32 yaw, roll in degrees
     face: np.ndarray | None = None  # (N,) int64 1 = a face, 0 = not; None: every image is a face
     mesh: np.ndarray | None = None  # (N, 468, 2) float32 FaceMesh points, fractions of the crop (data.format mesh_crops)
+    detection: np.ndarray | None = None  # (N, F, 4) float32 face boxes, relative, NaN-padded (data.format face_frames)
     # The tasks whose labels this set carries: all of them for synthetic faces; a real dataset's
     # format carries some, and the others are NaN (-1 for class labels).
     labelled: tuple[str, ...] = LABELLED_TASKS
@@ -57,6 +58,7 @@ class FaceSet:
             "identity": torch.from_numpy(self.identity),
             "face": torch.ones(len(self), dtype=torch.int64) if self.face is None else torch.from_numpy(self.face),
             **({} if self.mesh is None else {"mesh": torch.from_numpy(self.mesh)}),
+            **({} if self.detection is None else {"detection": torch.from_numpy(self.detection)}),
         }
 
 

@@ -1,15 +1,21 @@
-"""The real photos ktedge checks real models on, and FaceMesh's labelled crops made from them.
+"""The real photos ktedge checks real models on, and the labelled sets made from them for the
+ported MediaPipe models.
 
 Photos, all offline: scikit-image's astronaut (one face, 512 px) and, extracted at install from
 insightface's source archive (ktedge/assets.py), a 6-person group photo (1280 x 886) and a 112-px
-portrait: 8 real faces of 8 people.
+portrait: 8 real faces of 8 people; and scikit-image's photos without a face (NO_FACE_PHOTOS).
 
-`facemesh_faces` is the `mesh_crops` data format: each face found by BlazeFace (model/blazeface.py,
-MediaPipe's weights) and cropped by MediaPipe's FaceMesh rule (model/facemesh.py roi_matrix), then
-jittered as a detector's box varies (turn, scale, shift, mirror), 16 crops a face per split; the
-calibration and held-out splits are different jitters of the same faces. Each crop's label is
-MediaPipe's own `face_landmark.tflite` run in LiteRT on it: another model's output, not a human
-label (what a port is held to)."""
+Two data formats, both labelled by MediaPipe's own file run in LiteRT on each image: another
+model's output, not a human label (what a port is held to). The calibration and held-out splits are
+different random draws over the same photos.
+- `mesh_crops` (`facemesh_faces`): each face found by BlazeFace (model/blazeface.py, MediaPipe's
+  weights) and cropped by MediaPipe's FaceMesh rule (model/facemesh.py roi_matrix), then jittered
+  as a detector's box varies (turn, scale, shift, mirror), 16 crops a face per split; labels:
+  face_landmark.tflite's 468 points.
+- `face_frames` (`detector_frames`): 128 x 128 frames the detector sees: each photo letterboxed
+  whole, windows around each face (2.2-4.5x its size, shifted, mirrored), and the no-face photos
+  whole and in windows; labels: face_detection_short_range.tflite's faces after MediaPipe's
+  threshold and weighted NMS (boxes, NaN-padded to MAX_FACES a frame)."""
 from __future__ import annotations
 
 import functools
@@ -20,6 +26,11 @@ import numpy as np
 from ktedge.errors import KtedgeError
 
 PHOTOS = ("astronaut", "insightface-t1", "insightface-tom_hanks")
+# scikit-image photos with no human face (its `camera` has one, and MediaPipe's detector takes the
+# cat of `chelsea` for one).
+NO_FACE_PHOTOS = ("coffee", "rocket", "coins", "hubble_deep_field", "brick", "clock")
+MAX_FACES = 8  # reference boxes a frame holds
+WINDOWS_PER_FACE, WINDOWS_PER_EMPTY_PHOTO = 12, 3
 JITTERS = 16  # crops per face per split
 SPLIT_SEEDS = {"train": 0, "val": 1}
 # How far a crop may stray from MediaPipe's: a detector's frame-to-frame wobble, and a mirror.
@@ -112,8 +123,90 @@ def facemesh_faces(split: str, size: int) -> "FaceSet":
     return FaceSet.unlabelled(images, mesh=mesh.astype(np.float32), labelled=("mesh",))
 
 
+def no_face_photos() -> dict[str, np.ndarray]:
+    """scikit-image's photos without a face, as (H, W, 3) uint8 RGB (grey ones repeated)."""
+    from skimage import data
+
+    out = {}
+    for name in NO_FACE_PHOTOS:
+        image = getattr(data, name)()
+        out[name] = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+    return out
+
+
+def _face_window(box: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
+    """(x0, y0, side) of a square window 2.2-4.5x the face's size holding the whole face."""
+    x0, y0, x1, y1 = box
+    face = max(x1 - x0, y1 - y0)
+    side = face * rng.uniform(2.2, 4.5)
+    slack = (side - face) / 2 * 0.8
+    cx, cy = (x0 + x1) / 2 + rng.uniform(-slack, slack), (y0 + y1) / 2 + rng.uniform(-slack, slack)
+    return cx - side / 2, cy - side / 2, side
+
+
+def mediapipe_faces(frames: np.ndarray) -> np.ndarray:
+    """(N, 128, 128, 3) uint8 frames -> MediaPipe's own face_detection_short_range.tflite's faces
+    in LiteRT, decoded and suppressed MediaPipe's way: (N, MAX_FACES, 4) relative boxes, NaN-padded."""
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from ktedge.assets import installed
+    from ktedge.model import blazeface as bf
+
+    it = Interpreter(model_path=str(installed(bf.PEER)), num_threads=1)
+    it.allocate_tensors()
+    index = it.get_input_details()[0]["index"]
+    outputs = {d["name"]: d["index"] for d in it.get_output_details()}
+    anchors = bf.ssd_anchors()
+    out = np.full((len(frames), MAX_FACES, 4), np.nan, np.float32)
+    for i, frame in enumerate(frames):
+        it.set_tensor(index, (frame[None] / np.float32(127.5) - 1).astype(np.float32))
+        it.invoke()
+        regressors, logits = (torch.from_numpy(it.get_tensor(outputs[k])[0]) for k in ("regressors", "classificators"))
+        boxes = bf.weighted_nms(*bf.decode(regressors, logits, anchors))[0][:MAX_FACES]
+        out[i, :len(boxes)] = boxes.numpy()
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def detector_frames(split: str, size: int) -> "FaceSet":
+    """The `face_frames` format's split (train or val): frames at `size` px with `detection`
+    labelled by MediaPipe's original ((N, MAX_FACES, 4) relative boxes, NaN-padded)."""
+    from ktedge.model.align import warp_affine
+    from ktedge.model.blazeface import INPUT_SIZE, letterbox_matrix
+    from ktedge.model.data.faces import FaceSet
+
+    if size != INPUT_SIZE:
+        raise KtedgeError(f"data.format face_frames makes BlazeFace's {INPUT_SIZE}-px frames; data.image_size is {size}")
+    photos, faces = _photos_and_faces()
+    empty = no_face_photos()
+    rng = np.random.default_rng([SPLIT_SEEDS[split], len(faces), 128])
+    windows = [(name, *p.shape[:2], None) for name, p in {**photos, **empty}.items()]      # whole photos
+    windows += [(name, 0, 0, _face_window(det.box, rng)) for name, det in faces for _ in range(WINDOWS_PER_FACE)]
+    for name, p in empty.items():
+        for _ in range(WINDOWS_PER_EMPTY_PHOTO):
+            side = rng.uniform(0.3, 1.0) * min(p.shape[:2])
+            windows.append((name, 0, 0, (rng.uniform(0, p.shape[1] - side), rng.uniform(0, p.shape[0] - side), side)))
+    every = {**photos, **empty}
+    frames = []
+    for name, h, w, win in windows:
+        m = letterbox_matrix(h, w, size=size) if win is None else letterbox_matrix(win[2], win[2], win[0], win[1], size=size)
+        frame = warp_affine(every[name], m, (size, size))
+        frames.append(frame[:, ::-1].copy() if win is not None and rng.random() < 0.5 else frame)
+    images = np.stack(frames)
+    return FaceSet.unlabelled(images, detection=mediapipe_faces(images), labelled=("detection",))
+
+
 def source(split: str) -> str:
     """The `mesh_crops` split in words, for reports."""
     return (f"real faces ({JITTERS} jittered FaceMesh crops of each of the 8 in scikit-image's astronaut and "
             f"insightface's t1.jpg and portrait, the {'calibration' if split == 'train' else 'held-out'} jitters; "
             f"labels: MediaPipe's face_landmark.tflite in LiteRT, another model's output)")
+
+
+def frames_source(split: str) -> str:
+    """The `face_frames` split in words, for reports."""
+    return (f"real photos as the detector sees them (128-px frames: scikit-image's astronaut, insightface's t1.jpg "
+            f"and portrait whole and in {WINDOWS_PER_FACE} windows around each face, {len(NO_FACE_PHOTOS)} "
+            f"scikit-image photos without a face; the {'calibration' if split == 'train' else 'held-out'} draws; "
+            f"labels: MediaPipe's face_detection_short_range.tflite in LiteRT, another model's output)")

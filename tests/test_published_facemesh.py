@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from ktedge.assets import asset_path
-from ktedge.config import load_config
 from ktedge.model.facemesh import LEFT_EYE_CORNERS, PEER, RIGHT_EYE_CORNERS
-from tests.conftest import QUICK, ktedge
+from tests.conftest import deploy_published, ktedge
 
 pytestmark = pytest.mark.skipif(asset_path(PEER) is None or asset_path("insightface-t1") is None,
                                 reason="MediaPipe's models / insightface's photos not installed (make install)")
@@ -21,19 +20,7 @@ BOUND = 2.0  # ktedge/specs/facemesh.yaml: points within 2 % of the eye-corner d
 
 @pytest.fixture(scope="module")
 def facemesh_run(tmp_path_factory):
-    from ktedge.export.stage import export_stage
-    from ktedge.export.validate import validate_stage
-    from ktedge.pipeline import import_published
-    from ktedge.quantize.stage import quantize_stage
-
-    out = tmp_path_factory.mktemp("facemesh")
-    parent = load_config(overrides=[QUICK, {"quantize": {"backends": ["executorch", "tflite"]},
-                                            "export": {"formats": ["executorch", "tflite"], "only": ARTIFACTS}}])
-    record = import_published(parent, out, "facemesh")
-    cfg = load_config(out / "config.yaml")
-    quantize_stage(cfg, out)
-    export_stage(cfg, out)
-    return out, record, validate_stage(cfg, out)
+    return deploy_published("facemesh", tmp_path_factory.mktemp("facemesh"), ARTIFACTS)
 
 
 def test_the_port_is_the_original_and_int8_stays_within_its_bound_on_real_faces(facemesh_run):
