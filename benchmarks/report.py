@@ -128,7 +128,7 @@ def original_table(name: str, side: dict) -> list[str]:
               _f(r["latency_ms"]["median"]), _f(r["latency_ms"]["p90"]), _f(r["median_ratio"], ".2f"), _f(r["metric"])]
              for a, r in side["artifacts"].items()]
     return [f"Side by side with {side['original']}, same LiteRT interpreter threads and bench run "
-            f"(ratios: ours / the original's; the metric is each artifact's distance from the original):", "",
+            f"(ratios: ours / the original's; metric: each artifact's task metric against the original's outputs):", "",
             _md_table(["target", "size", "size ratio", "median ms", "p90 ms", "median ratio", "metric"], rows), ""]
 
 

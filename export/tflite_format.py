@@ -72,7 +72,21 @@ def _fp16(src: ExportSource, path: Path) -> dict:
     return {**_manifest_io(path), "notes": ["fp16 weights, dequantized to fp32 at load (GPU delegates compute in fp16)"]}
 
 
-def _int8(src: ExportSource, path: Path) -> dict:
+class FloatInput(torch.nn.Module):
+    """The int8 graph behind a float input. litert-torch folds the input's quantize into the input
+    tensor itself, so a float-I/O file took int8; one float op before it (a ReLU: exact on pixels,
+    which are >= 0) leaves a float input and a QUANTIZE, as a float-I/O int8 file has."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+        self.training = False  # an exported graph is its eval form (see _nhwc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(torch.relu(x))
+
+
+def _int8_file(src: ExportSource, path: Path, float_input: bool) -> None:
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 
@@ -80,15 +94,20 @@ def _int8(src: ExportSource, path: Path) -> dict:
 
     module, args = _nhwc(src.quantized["tflite"], src)
     quantizer = make_quantizer("tflite", src.observer, src.quantization["tflite"]["float_layers"])
+    module = FloatInput(module) if float_input else module
     litert_torch.convert(module, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
-    return _manifest_io(path)
+
+
+def _int8(src: ExportSource, path: Path) -> dict:
+    _int8_file(src, path, float_input=True)
+    return {**_manifest_io(path), "notes": ["float input, quantized in the file (RELU, QUANTIZE)"]}
 
 
 def _int8_io(src: ExportSource, path: Path) -> dict:
     from ai_edge_litert import _pywrap_modify_model_interface
 
     float_io = path.with_name("float_io" + path.suffix)
-    _int8(src, float_io)
+    _int8_file(src, float_io, float_input=False)  # its input is int8 already
     # The LiteRT tool that strips the boundary QUANTIZE/DEQUANTIZE ops; a tensor with no such op
     # beside it (e.g. an output computed in float) keeps its float type, and the manifest says so.
     _pywrap_modify_model_interface.modify_model_interface(str(float_io), str(path), TFLITE_INT8, TFLITE_INT8)

@@ -16,8 +16,7 @@ from typing import Callable
 import torch
 from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
-from torchao.quantization.pt2e.quantizer import (FixedQParamsQuantizationSpec, QuantizationAnnotation, Quantizer,
-                                                 SharedQuantizationSpec)
+from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer, SharedQuantizationSpec
 
 from ktedge.quantize.sensitivity import ACTIVATIONS
 
@@ -151,23 +150,35 @@ class FloatLayers(Quantizer):
 HARDTANH = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
 
 
+def _clamped(ctr, lo: float, hi: float):
+    """An observer constructor like `ctr` whose observer sees its input clamped to [lo, hi]."""
+    cls, kwargs = ctr.p.func, ctr.p.keywords
+
+    class ClampedObserver(cls):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            super().forward(x.detach().clamp(lo, hi))
+            return x
+
+    return ClampedObserver.with_args(**kwargs)
+
+
 def annotate_bounded(model: GraphModule) -> None:
-    """A bounded activation (hardtanh(lo, hi): ReLU6, a capped ReLU) has its int8 range known in
-    advance: its producer's output gets the fixed range [lo, hi], which is the activation itself
-    once quantized. Both backend quantizers otherwise make it share the producer's observed range,
-    and a rare spike there (BlazeFace's, model/blazeface.py) sets the scale for everything."""
+    """A bounded activation (hardtanh(lo, hi): ReLU6, a capped ReLU) is quantized over the values
+    it lets through. Both backend quantizers make it share its producer's observer, which sees the
+    values before the bound; a rare spike there (BlazeFace's, model/blazeface.py) then sets the
+    scale for everything. The producer's observer here sees them clamped: the activation's own
+    outputs, as a same-scale op after it (a pad) sees them."""
     for node in model.graph.nodes:
         if node.op != "call_function" or node.target not in HARDTANH or not isinstance(node.args[0], Node):
             continue
         ann = node.args[0].meta.get("quantization_annotation")
-        if ann is None or ann.output_qspec is None or isinstance(ann.output_qspec, SharedQuantizationSpec):
+        spec = ann.output_qspec if ann is not None else None
+        if spec is None or isinstance(spec, SharedQuantizationSpec) or not hasattr(spec, "observer_or_fake_quant_ctr"):
             continue
         defaults = (-1.0, 1.0)  # aten.hardtanh's min_val, max_val
         lo, hi = (float(a) for a in (*node.args[1:], *defaults[len(node.args) - 1:]))
-        scale = (hi - lo) / 255
-        ann.output_qspec = FixedQParamsQuantizationSpec(
-            dtype=torch.int8, scale=scale, zero_point=int(round(-128 - lo / scale)), quant_min=-128, quant_max=127,
-            qscheme=torch.per_tensor_affine)
+        ann.output_qspec = dataclasses.replace(spec, observer_or_fake_quant_ctr=_clamped(
+            spec.observer_or_fake_quant_ctr, lo, hi))
 
 
 def _xnnpack(observer: str, qat: bool) -> Quantizer:
