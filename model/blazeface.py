@@ -240,7 +240,7 @@ def decode_anchors(regressors: torch.Tensor, logits: torch.Tensor, anchors: torc
     Coordinates are kept to a frame and a half around the input (COORD_RANGE), which leaves every
     face as it is: an empty anchor's box can decode far outside, and in int8, where the output
     has one scale, that range left the scores within a step of 0. Each piece is bounded before
-    the concat (a hardtanh, whose int8 range is then fixed: quantize/quantizers.py), so the concat's
+    the concat (a hardtanh, observed within its bound: quantize/quantizers.py), so the concat's
     one scale is COORD_RANGE's."""
     raw = regressors / COORD_SCALE
     centre, half = raw[..., 0:2] + anchors, raw[..., 2:4] / 2
@@ -320,8 +320,8 @@ class FlooredHead(nn.Module):
 class Deployed(nn.Module):
     """BlazeFace as ktedge deploys it (ktedge/specs/blazeface.yaml): the per-anchor decoding in
     the graph, so an app (and the int8 gate) reads boxes and scores, not raw regressors.
-    (B, 3, 128, 128) RGB in [-1, 1] -> detections (B, 896, 17) (`decode_anchors`), logits floored at -LOGIT_FLOOR, block activations capped at
-    ACTIVATION_CAP)."""
+    (B, 3, 128, 128) RGB in [-1, 1] -> detections (B, 896, 17) (`decode_anchors`), with the
+    logits floored at -LOGIT_FLOOR and the block activations capped at ACTIVATION_CAP."""
 
     def __init__(self, net: BlazeFace):
         super().__init__()
@@ -331,8 +331,8 @@ class Deployed(nn.Module):
         # MediaPipe's network makes one content-independent spike at 16 x 16 cell (14, 14): the
         # blocks from the ninth on carry it at 50..300 while every other activation of every frame
         # stays under ~10. One per-tensor int8 scale over that range left nothing of the faces
-        # (int8 recall 0 with the heads in float). Capped, the blocks' int8 range is fixed in
-        # advance (quantize/quantizers.py bounded activations).
+        # (int8 recall 0 with the heads in float). Capped, the blocks are observed within the cap
+        # (quantize/quantizers.py annotate_bounded).
         for block in [*self.net.backbone16, *self.net.backbone8]:
             block.act = nn.Hardtanh(0.0, ACTIVATION_CAP)
         self.register_buffer("anchors", ssd_anchors())             # (896, 2)
