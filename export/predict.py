@@ -96,11 +96,10 @@ def predict(artifact: str | Path, image_path: str | Path, threads: int = 1, dete
         runner = open_runner(folder, threads)
         manifest = runner.manifest
         pre = manifest["preprocessing"]
+        faces: list[dict] = []
         if is_detector(manifest):  # it is the detector: the whole photo is its input
-            return {"artifact": str(folder), "model": manifest["model"], "format": manifest["format"],
-                    "precision": manifest["precision"], "image": str(image_path),
-                    "image_size": list(image.shape[1::-1]), "detector": None, "faces": detector_faces(runner, image)}
-        if detect:
+            faces, jobs, detect = detector_faces(runner, image), [], False
+        elif detect:
             rule = pre.get("alignment")
             if rule is None:
                 raise KtedgeError(f"{folder}: its manifest states no alignment (the model has no points output "
@@ -114,7 +113,6 @@ def predict(artifact: str | Path, image_path: str | Path, threads: int = 1, dete
             except KtedgeError as e:
                 raise KtedgeError(f"{image_path}: {e}") from None
             jobs = [(None, x, crop.to_photo(pre["crop_size"]))]
-        faces = []
         for det, x, m in jobs:
             start = time.perf_counter()
             outputs = runner(x)

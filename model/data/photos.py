@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -71,23 +72,31 @@ def jittered(m: np.ndarray, rng: np.random.Generator, size: int) -> tuple[np.nda
     return np.vstack([m, [0, 0, 1]])[:2] @ local, bool(rng.random() < 0.5)
 
 
-def mediapipe_mesh(crops: np.ndarray) -> np.ndarray:
-    """(N, 192, 192, 3) uint8 crops -> MediaPipe's own face_landmark.tflite's (N, 468, 3) points in
-    crop pixels, run in LiteRT as MediaPipe feeds it (RGB in [0, 1])."""
+def run_original(peer: str, images: np.ndarray, scale: float, offset: float = 0.0) -> Iterator[dict[str, np.ndarray]]:
+    """MediaPipe's own file `peer` in LiteRT on each (H, W, 3) uint8 image, fed as MediaPipe feeds
+    it (pixel / scale - offset): each image's outputs by name, batch axis dropped."""
     from ai_edge_litert.interpreter import Interpreter
 
     from ktedge.assets import installed
-    from ktedge.model.facemesh import NUM_LANDMARKS, PEER
 
-    it = Interpreter(model_path=str(installed(PEER)), num_threads=1)
+    it = Interpreter(model_path=str(installed(peer)), num_threads=1)
     it.allocate_tensors()
     index = it.get_input_details()[0]["index"]
-    points = it.get_output_details()[0]["index"]
-    out = np.empty((len(crops), NUM_LANDMARKS, 3), np.float32)
-    for i, crop in enumerate(crops):
-        it.set_tensor(index, (crop[None] / np.float32(255)).astype(np.float32))
+    outputs = {d["name"]: d["index"] for d in it.get_output_details()}
+    for image in images:
+        it.set_tensor(index, (image[None] / np.float32(scale) - np.float32(offset)).astype(np.float32))
         it.invoke()
-        out[i] = it.get_tensor(points).reshape(NUM_LANDMARKS, 3)
+        yield {name: it.get_tensor(i)[0] for name, i in outputs.items()}
+
+
+def mediapipe_mesh(crops: np.ndarray) -> np.ndarray:
+    """(N, 192, 192, 3) uint8 crops -> MediaPipe's own face_landmark.tflite's (N, 468, 3) points in
+    crop pixels, run in LiteRT as MediaPipe feeds it (RGB in [0, 1])."""
+    from ktedge.model.facemesh import NUM_LANDMARKS, PEER
+
+    out = np.empty((len(crops), NUM_LANDMARKS, 3), np.float32)
+    for i, outputs in enumerate(run_original(PEER, crops, 255.0)):
+        out[i] = next(iter(outputs.values())).reshape(NUM_LANDMARKS, 3)  # the first output: the points
     return out
 
 
@@ -148,21 +157,13 @@ def mediapipe_faces(frames: np.ndarray) -> np.ndarray:
     """(N, 128, 128, 3) uint8 frames -> MediaPipe's own face_detection_short_range.tflite's faces
     in LiteRT, decoded and suppressed MediaPipe's way: (N, MAX_FACES, 4) relative boxes, NaN-padded."""
     import torch
-    from ai_edge_litert.interpreter import Interpreter
 
-    from ktedge.assets import installed
     from ktedge.model import blazeface as bf
 
-    it = Interpreter(model_path=str(installed(bf.PEER)), num_threads=1)
-    it.allocate_tensors()
-    index = it.get_input_details()[0]["index"]
-    outputs = {d["name"]: d["index"] for d in it.get_output_details()}
     anchors = bf.ssd_anchors()
     out = np.full((len(frames), MAX_FACES, 4), np.nan, np.float32)
-    for i, frame in enumerate(frames):
-        it.set_tensor(index, (frame[None] / np.float32(127.5) - 1).astype(np.float32))
-        it.invoke()
-        regressors, logits = (torch.from_numpy(it.get_tensor(outputs[k])[0]) for k in ("regressors", "classificators"))
+    for i, outputs in enumerate(run_original(bf.PEER, frames, 127.5, 1.0)):  # RGB in [-1, 1]
+        regressors, logits = (torch.from_numpy(outputs[k]) for k in ("regressors", "classificators"))
         boxes = bf.weighted_nms(*bf.decode(regressors, logits, anchors))[0][:MAX_FACES]
         out[i, :len(boxes)] = boxes.numpy()
     return out
@@ -180,14 +181,14 @@ def detector_frames(split: str, size: int) -> "FaceSet":
         raise KtedgeError(f"data.format face_frames makes BlazeFace's {INPUT_SIZE}-px frames; data.image_size is {size}")
     photos, faces = _photos_and_faces()
     empty = no_face_photos()
+    every = {**photos, **empty}
     rng = np.random.default_rng([SPLIT_SEEDS[split], len(faces), 128])
-    windows = [(name, *p.shape[:2], None) for name, p in {**photos, **empty}.items()]      # whole photos
+    windows = [(name, *p.shape[:2], None) for name, p in every.items()]      # whole photos
     windows += [(name, 0, 0, _face_window(det.box, rng)) for name, det in faces for _ in range(WINDOWS_PER_FACE)]
     for name, p in empty.items():
         for _ in range(WINDOWS_PER_EMPTY_PHOTO):
             side = rng.uniform(0.3, 1.0) * min(p.shape[:2])
             windows.append((name, 0, 0, (rng.uniform(0, p.shape[1] - side), rng.uniform(0, p.shape[0] - side), side)))
-    every = {**photos, **empty}
     frames = []
     for name, h, w, win in windows:
         m = letterbox_matrix(h, w, size=size) if win is None else letterbox_matrix(win[2], win[2], win[0], win[1], size=size)
