@@ -1,6 +1,7 @@
 """`ktedge predict`: one exported artifact on a whole photo, in its own runtime: every face found
-(MediaPipe's BlazeFace, model/blazeface.py), aligned by the rule the artifact's manifest states,
-run, and its answers mapped back to the photo's pixels. `--no-detect` runs the centred square
+(by the run's own deployed BlazeFace artifact where the run has one, else the PyTorch port of
+MediaPipe's, model/blazeface.py), aligned by the rule the artifact's manifest states, run, and its
+answers mapped back to the photo's pixels. `--no-detect` runs the centred square
 instead (the crop the manifest's preprocessing describes). A detector artifact (BlazeFace deployed)
 takes the whole photo, letterboxed, and its faces are the answer. The check a developer makes before
 putting the file in an app."""
@@ -10,7 +11,7 @@ import io
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from ktedge.export.preprocess import decode, face_crop, load_image
 from ktedge.export.runtimes import open_runner
 from ktedge.model.align import POINT_KINDS, crop_to_photo, warp_affine
 from ktedge.progress import converter_log
+
+if TYPE_CHECKING:
+    from ktedge.model.blazeface import FrameDetector
 
 MIN_FACE = 48  # px: the smallest face the tiled detector looks for
 
@@ -41,9 +45,17 @@ def warp_to_input(photo: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     k = int(np.hypot(m[0, 0], m[1, 0]))  # photo pixels per input pixel, whole
     src, mk = photo, m
     if k >= 2:
-        h, w = (photo.shape[0] // k) * k, (photo.shape[1] // k) * k
-        src = photo[:h, :w].reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
-        src = np.clip(np.floor(src + 0.5), 0, 255).astype(np.uint8)
+        # Only the k x k blocks the samples read, with a ring of two for the bilinear taps: the
+        # same values as averaging the whole photo, for a fraction of the work on a face.
+        corners = m @ np.array([[0, size, size, 0], [0, 0, size, size], [1, 1, 1, 1]], np.float64)  # (2, 4)
+        blocks = np.array([photo.shape[1] // k, photo.shape[0] // k])
+        lo = np.clip(np.floor(corners.min(axis=1) / k) - 2, 0, blocks).astype(int)
+        hi = np.clip(np.ceil(corners.max(axis=1) / k) + 2, lo, blocks).astype(int)
+        (bx0, by0), (bx1, by1) = lo, hi
+        region = photo[by0 * k:by1 * k, bx0 * k:bx1 * k]
+        region = region.reshape(by1 - by0, k, bx1 - bx0, k, 3).mean(axis=(1, 3))
+        src = np.zeros((*blocks[::-1], 3), np.uint8)  # blocks no sample reads stay 0
+        src[by0:by1, bx0:bx1] = np.clip(np.floor(region + 0.5), 0, 255)
         mk = m / k  # corner-origin coordinates scale exactly
     crop = warp_affine(src, mk, (size, size)).astype(np.float32)
     return crop.transpose(2, 0, 1)[None].copy()
@@ -77,19 +89,66 @@ def detector_faces(runner, photo: np.ndarray) -> list[dict]:
              "answers": {name: [f]}, "latency_ms": ms} for f in found]
 
 
-def find_faces(photo: np.ndarray, min_face: int) -> list:
-    """BlazeFace (MediaPipe's short-range weights) over the photo and its tiles: faces from a
-    selfie down to `min_face` pixels wide."""
+def pipeline_frame(detector, runner, photo: np.ndarray) -> list[dict]:
+    """One frame as an app runs it on a camera frame: the detector artifact once on the whole
+    frame (letterboxed, no tiles), then the model on each face it found, aligned by the model's
+    rule. -> per face {box, score, answers} in photo pixels. What the bench times as a pipeline."""
+    rule = runner.manifest["preprocessing"]["alignment"]
+    faces = []
+    for face in detector_faces(detector, photo):
+        x, m = aligned_input(photo, rule, *map(np.asarray, face["eyes"]))
+        faces.append({"box": face["box"], "score": face["score"], "answers": decode(runner(x), runner.manifest, m)})
+    return faces
+
+
+DETECTOR = "blazeface"  # the published detector a run deploys beside its model
+
+
+def run_detector(folder: Path) -> Path | None:
+    """The detector artifact deployed beside `folder`'s run (<run>/published/blazeface/export/):
+    the one of the same name (tflite-int8 for tflite-int8), else one of the same format that runs
+    here, of the same precision if there is one; None where the run has none."""
+    from ktedge.export.manifest import load_manifest
+    from ktedge.export.runtimes import cannot_run
+
+    run = folder.parent.parent
+    if run.parent.name == "published":  # a published model's own run sits inside the main run
+        run = run.parent.parent
+    export = run / "published" / DETECTOR / "export"
+    if (export / folder.name / "manifest.json").is_file():
+        return export / folder.name
+    model = load_manifest(folder)
+    candidates = [(m["precision"] != model["precision"], d.parent.name, d.parent)
+                  for d in export.glob("*/manifest.json") for m in [load_manifest(d.parent)]
+                  if m["format"] == model["format"] and cannot_run(m) is None]
+    return min(candidates)[2] if candidates else None
+
+
+def artifact_detector(runner) -> FrameDetector:
+    """A detector artifact's runner as the tiled front-end's FrameDetector: one frame per call."""
+    from ktedge.model.blazeface import NUM_ANCHORS
+
+    def frames(crops: np.ndarray) -> np.ndarray:
+        x = crops.transpose(0, 3, 1, 2).astype(np.float32)             # (B, 3, 128, 128) 0..255
+        return np.stack([runner(f[None])[0].reshape(NUM_ANCHORS, -1) for f in x])
+    return frames
+
+
+def find_faces(photo: np.ndarray, min_face: int, detector: FrameDetector | None = None) -> list:
+    """BlazeFace over the photo and its tiles: faces from a selfie down to `min_face` pixels wide.
+    `detector`: a deployed artifact's (`artifact_detector`); default the PyTorch port."""
     from ktedge.model.blazeface import blazeface, detect_tiled
 
-    return detect_tiled(blazeface(), photo, min_face=min_face)
+    return detect_tiled(detector or blazeface(), photo, min_face=min_face)
 
 
 def predict(artifact: str | Path, image_path: str | Path, threads: int = 1, detect: bool = True,
-            min_face: int | None = None) -> dict[str, Any]:
+            min_face: int | None = None, detector: str | Path | None = None) -> dict[str, Any]:
     """-> {artifact, model, image, detector, faces: [{box, score, eyes, answers, latency_ms}]},
-    boxes, eyes and answers in the photo's pixels; `faces` is empty where no face was found."""
+    boxes, eyes and answers in the photo's pixels; `faces` is empty where no face was found.
+    `detector`: a detector artifact to find the faces with (default: the run's own, `run_detector`)."""
     folder = artifact_dir(artifact)
+    detector_folder = artifact_dir(detector) if detector else None
     image = load_image(image_path)
     min_face = min_face or MIN_FACE
     with converter_log(Path(os.devnull)):  # the runtimes' INFO lines; --debug shows them
@@ -104,7 +163,15 @@ def predict(artifact: str | Path, image_path: str | Path, threads: int = 1, dete
             if rule is None:
                 raise KtedgeError(f"{folder}: its manifest states no alignment (the model has no points output "
                                   f"naming eye centres); give --no-detect and a photo cropped around the face")
-            found = find_faces(image, min_face)
+            detector_folder = detector_folder or run_detector(folder)
+            frames = None
+            if detector_folder is not None:
+                detector_runner = open_runner(detector_folder, threads)
+                if not is_detector(detector_runner.manifest):
+                    raise KtedgeError(f"--detector {detector_folder}: not a detector artifact (no "
+                                      f"anchor_detections output)")
+                frames = artifact_detector(detector_runner)
+            found = find_faces(image, min_face, frames)
             jobs = [(d, *aligned_input(image, rule, d.keypoint("right_eye"), d.keypoint("left_eye")))
                     for d in found]
         else:
@@ -126,8 +193,10 @@ def predict(artifact: str | Path, image_path: str | Path, threads: int = 1, dete
                 "input_to_photo": m.tolist(), "answers": decode(outputs, manifest, m), "latency_ms": ms})
     return {"artifact": str(folder), "model": manifest["model"], "format": manifest["format"],
             "precision": manifest["precision"], "image": str(image_path), "image_size": list(image.shape[1::-1]),
-            "detector": ({"model": "blazeface (MediaPipe face_detection_short_range weights)", "min_face_px": min_face,
-                          "alignment": pre["alignment"]} if detect else None),
+            "detector": ({"model": "blazeface (MediaPipe face_detection_short_range weights)",
+                          "artifact": str(detector_folder) if detector_folder else None,
+                          "runs_in": "its artifact's runtime" if detector_folder else "PyTorch (ktedge's port)",
+                          "min_face_px": min_face, "alignment": pre["alignment"]} if detect else None),
             "faces": faces}
 
 

@@ -193,11 +193,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from ktedge.export.predict import draw_overlay, predict
     from ktedge.model.align import POINT_KINDS
 
-    result = predict(args.artifact, args.image, args.threads, detect=not args.no_detect, min_face=args.min_face)
+    if args.no_detect and args.detector:
+        raise KtedgeError("--detector and --no-detect: give one (--no-detect runs no detector)")
+    result = predict(args.artifact, args.image, args.threads, detect=not args.no_detect, min_face=args.min_face,
+                     detector=args.detector)
     manifest = load_manifest(result["artifact"], verify_hash=False)
     where = "the centred square" if args.no_detect else "face(s) found"
+    det = result["detector"]
+    by = f" by {det['artifact'] or 'the PyTorch BlazeFace (the run has no detector artifact in this format)'}" if det else ""
     console.print(f"{result['model']} ({result['format']} {result['precision']}) on {args.image}: "
-                  f"{len(result['faces'])} {where}")
+                  f"{len(result['faces'])} {where}{by}")
     if not result["faces"] and result["detector"]:
         console.print(f"  no face found (faces down to {result['detector']['min_face_px']} px wide were looked for)")
     elif not result["faces"]:
@@ -337,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--overlay", help="write the photo with every face's crop and points drawn on it (PNG)")
     pred.add_argument("--no-detect", action="store_true",
                       help="no face detection: the model on the photo's centred square (a photo cropped to the face)")
+    pred.add_argument("--detector", help="a detector artifact to find the faces with (default: the run's own "
+                                         "published/blazeface artifact of the same name or format)")
     pred.add_argument("--min-face", type=int, help="smallest face width looked for, in pixels (default 48)")
     pred.add_argument("--threads", type=int, default=1)
     pred.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)

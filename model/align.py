@@ -88,13 +88,14 @@ def warp_affine(photo: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.n
     x0, y0 = np.floor(x), np.floor(y)
     fx, fy = (x - x0)[..., None], (y - y0)[..., None]
     x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    padded = np.zeros((H + 2, W + 2, C), np.float64)     # one ring of zeros: taps outside read 0
+    padded = np.zeros((H + 2, W + 2, C), np.uint8)       # one ring of zeros: taps outside read 0
     padded[1:-1, 1:-1] = photo
     # Taps further outside than the ring all read the ring's zeros.
     xi0, xi1 = np.clip(x0 + 1, 0, W + 1), np.clip(x0 + 2, 0, W + 1)
     yi0, yi1 = np.clip(y0 + 1, 0, H + 1), np.clip(y0 + 2, 0, H + 1)
-    top = (1 - fx) * padded[yi0, xi0] + fx * padded[yi0, xi1]
-    bottom = (1 - fx) * padded[yi1, xi0] + fx * padded[yi1, xi1]
+    tap = lambda yi, xi: padded[yi, xi].astype(np.float64)  # noqa: E731
+    top = (1 - fx) * tap(yi0, xi0) + fx * tap(yi0, xi1)
+    bottom = (1 - fx) * tap(yi1, xi0) + fx * tap(yi1, xi1)
     v = (1 - fy) * top + fy * bottom
     return np.clip(np.floor(v + 0.5), 0, 255).astype(np.uint8)
 

@@ -14,7 +14,8 @@ Layout of the work:
   `ssd_anchors`, `decode_anchors`, `select`, `weighted_nms`   post-processing on tensors of
                         relative coordinates.
   `detect`, `detect_tiled`                  the front-end on a whole (H, W, 3) uint8 photo:
-                        letterbox to 128, run, decode, NMS, map to photo pixels.
+                        letterbox to 128, run, decode, NMS, map to photo pixels; with the
+                        PyTorch network or any `FrameDetector` (a deployed artifact).
 
 Keypoint order (MediaPipe's, checked on `astronaut` in the tests): the subject's right eye, left
 eye, nose tip, mouth centre, right ear tragion, left ear tragion. "Right" is the subject's: on a
@@ -26,6 +27,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -384,16 +386,31 @@ def to_input(crops: list[np.ndarray]) -> torch.Tensor:
     return x * (2 / 255) - 1
 
 
-def _run(model: BlazeFace, photo: np.ndarray, matrices: list[np.ndarray],
+# A detector as the front-end calls it: (B, 128, 128, 3) uint8 RGB letterboxed frames -> their
+# decoded anchors (B, 896, 17) (`decode_anchors`): the PyTorch port, or a deployed artifact in its
+# runtime (export/predict.py).
+FrameDetector = Callable[[np.ndarray], np.ndarray]
+
+
+def torch_detector(model: BlazeFace) -> FrameDetector:
+    """The PyTorch network as a FrameDetector: one batch per call."""
+    anchors = ssd_anchors()
+
+    def frames(crops: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return decode_anchors(*model(to_input(list(crops))), anchors).numpy()
+    return frames
+
+
+def _run(model: BlazeFace | FrameDetector, photo: np.ndarray, matrices: list[np.ndarray],
          min_score: float) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Letterbox `photo` by each matrix, run the network once on the batch, and return per matrix
+    """Letterbox `photo` by each matrix, run the detector once on the batch, and return per matrix
     the NMS'd detections in photo pixels (boxes (N, 4), keypoints (N, 6, 2), scores (N,))."""
-    crops = [warp_affine(photo, m, (INPUT_SIZE, INPUT_SIZE)) for m in matrices]
-    with torch.no_grad():
-        regressors, logits = model(to_input(crops))
-    anchors, out = ssd_anchors(), []
-    for m, reg, logit in zip(matrices, regressors, logits):
-        boxes, keypoints, scores = weighted_nms(*decode(reg, logit, anchors, min_score))
+    detector = torch_detector(model) if isinstance(model, BlazeFace) else model
+    crops = np.stack([warp_affine(photo, m, (INPUT_SIZE, INPUT_SIZE)) for m in matrices])
+    out = []
+    for m, detections in zip(matrices, detector(crops)):
+        boxes, keypoints, scores = faces_in(detections, min_score)
         m = torch.from_numpy(m * [[INPUT_SIZE, INPUT_SIZE, 1]]).float()   # relative input -> photo
         corners = boxes.reshape(-1, 2, 2) @ m[:, :2].T + m[:, 2]             # (N, 2 corners, 2)
         out.append((corners.reshape(-1, 4), keypoints @ m[:, :2].T + m[:, 2], scores))
@@ -404,7 +421,7 @@ def _detections(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Tens
     return [Detection(b.double().numpy(), k.double().numpy(), float(s)) for b, k, s in zip(boxes, keypoints, scores)]
 
 
-def detect(model: BlazeFace, photo: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
+def detect(model: BlazeFace | FrameDetector, photo: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
     """Faces in an (H, W, 3) uint8 RGB photo from one letterboxed 128 x 128 pass, MediaPipe's way.
     The short-range model finds faces from about 1/5 to the whole of the photo's longer edge."""
     h, w = photo.shape[:2]
@@ -429,7 +446,7 @@ def tile_grid(height: int, width: int, min_face: int) -> list[tuple[int, int, in
     return tiles
 
 
-def detect_tiled(model: BlazeFace, photo: np.ndarray, min_face: int = 50, min_score: float = TILED_MIN_SCORE,
+def detect_tiled(model: BlazeFace | FrameDetector, photo: np.ndarray, min_face: int = 50, min_score: float = TILED_MIN_SCORE,
                  edge_margin: float = 0.02) -> list[Detection]:
     """Faces of any size down to `min_face` pixels wide in a large photo: the detector runs on the
     whole photo and on the overlapping tiles of `tile_grid`, and the detections are merged by

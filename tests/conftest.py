@@ -98,6 +98,16 @@ def exported(tiny_run, tmp_path_factory):
     return out, cfg, index, validation
 
 
+BLAZEFACE_ARTIFACTS = ["tflite-fp32", "tflite-int8", "executorch-int8"]
+
+
+@pytest.fixture(scope="session")
+def blazeface_run(tmp_path_factory):
+    """The published detector deployed as a run of its own (tests/test_published_blazeface.py), its
+    artifacts also the detector the app's core is held to (tests/test_android_core.py)."""
+    return deploy_published("blazeface", tmp_path_factory.mktemp("blazeface"), BLAZEFACE_ARTIFACTS)
+
+
 # `make test` runs two pytest workers (-n 2 --dist loadgroup): the systems' own trainings and the
 # import tests on one, everything else on the other, where the session fixtures above (a trained and exported tiny run)
 # are built once and shared. The two groups are given to xdist's scheduler directly: xdist_group
