@@ -144,15 +144,16 @@ def test_the_app_decodes_runtime_outputs_as_ktedge_does(exported, core, photos, 
     manifest = runner.manifest
     x, crop = face_crop(load_image(photos["face"]), manifest["preprocessing"]["crop_size"])
     outputs = runner(x)
-    (tmp_path / "crop.json").write_text(json.dumps(crop.__dict__))
+    to_photo = crop.to_photo(manifest["preprocessing"]["crop_size"])
+    (tmp_path / "to_photo.json").write_text(json.dumps(to_photo.reshape(-1).tolist()))
     raw = []  # what the runtime hands the app: int8 outputs as integers (the app dequantizes them)
     for y, spec in zip(outputs, manifest["outputs"]):
         q = spec["quantization"]
         raw.append((y if q is None else np.round(y / q["scale"]) + q["zero_point"]).reshape(-1).tolist())
     (tmp_path / "outputs.json").write_text(json.dumps(raw))
-    got = json.loads(kotlin(core, "decode", folder / "manifest.json", tmp_path / "crop.json",
+    got = json.loads(kotlin(core, "decode", folder / "manifest.json", tmp_path / "to_photo.json",
                             tmp_path / "outputs.json"))["answers"]
-    want = decode(outputs, manifest, crop.to_photo(manifest["preprocessing"]["crop_size"]))
+    want = decode(outputs, manifest, to_photo)
     assert got.keys() == want.keys()
     for key in want:
         if isinstance(want[key], dict):
@@ -185,9 +186,9 @@ def _structure(value):
     return type(value).__name__ if value is not None else "null"
 
 
-def test_the_apps_result_file_is_what_the_harness_reads(exported, core):
-    """The Kotlin writer's output passes the harness's schema check, and the hand-written fixture
-    the fake-phone tests pull has exactly its structure."""
+def test_the_apps_result_file_is_what_the_harness_reads(exported, blazeface_run, core):
+    """The Kotlin writer's output passes the harness's schema check, and the hand-written fixtures
+    the fake-phone tests pull (without and with a detector) have exactly its structure."""
     out, *_ = exported
     written = json.loads(kotlin(core, "result", out / "export" / "tflite-int8" / "manifest.json"))
     check_latency(written, "LatencyResult.kt output")
@@ -197,12 +198,22 @@ def test_the_apps_result_file_is_what_the_harness_reads(exported, core):
     fixture = json.loads((FIXTURES / "app_latency.json").read_text())
     check_latency(fixture, "fixture")
     assert _structure(fixture) == _structure(written)
+    # Given a detector: its row and the pipeline's, naming it, after the model's own.
+    written = json.loads(kotlin(core, "result", out / "export" / "tflite-int8" / "manifest.json",
+                                blazeface_run[0] / "export" / "tflite-int8" / "manifest.json"))
+    check_latency(written, "LatencyResult.kt output with a detector")
+    model, detector, pipeline = written["results"]
+    assert (detector["role"], pipeline["role"], pipeline["detector"]) == ("published", "pipeline", detector["target"])
+    assert pipeline["model"] == model["model"] and pipeline["faces"] == 1
+    fixture = json.loads((FIXTURES / "app_latency_pipeline.json").read_text())
+    check_latency(fixture, "fixture")
+    assert _structure(fixture) == _structure(written)
 
 
 def test_benchmark_activity_reads_the_intent_the_harness_sends():
     """The extras, activity, package and result path in the Kotlin sources are the ones
     benchmarks/android.py uses (a rename on either side fails here)."""
-    command = app_command("/sdcard/m.tflite", "gpu", 3, 30, 2)
+    command = app_command("/sdcard/m.tflite", "gpu", 3, 30, 2, "/sdcard/d/model.tflite")
     activity = (DEMO / "app/src/main/kotlin/org/ktedge/demo/BenchmarkActivity.kt").read_text()
     for kind, key in re.findall(r"--e([si]) (\w+) ", command + " "):
         getter = {"s": "getStringExtra", "i": "getIntExtra"}[kind]
@@ -214,3 +225,40 @@ def test_benchmark_activity_reads_the_intent_the_harness_sends():
     assert re.search(rf'android:name="\{APP_ACTIVITY}"\s+android:exported="true"', manifest)
     assert APP_RESULT == f"/sdcard/Android/data/{APP_PACKAGE}/files/latency.json"
     assert 'const val RESULT = "latency.json"' in activity and "getExternalFilesDir(null), RESULT" in activity
+
+
+@pytest.mark.parametrize("name", ["tflite-int8", "executorch-int8"])
+def test_the_app_finds_faces_with_the_detector_artifact_as_ktedge_does(blazeface_run, core, tmp_path, name):
+    """The int8 BlazeFace artifact on real photos of three shapes (the astronaut, a window of the
+    group photo with two faces, the whole group photo, wider than tall): the app's letterboxed
+    input is ktedge's, and its decoding of the artifact's real outputs (threshold, weighted NMS,
+    photo pixels) gives ktedge's faces."""
+    from ktedge.assets import installed
+    from ktedge.export.predict import warp_to_input
+    from ktedge.model.blazeface import letterbox_matrix
+
+    folder = blazeface_run[0] / "export" / name
+    runner = open_runner(folder)
+    manifest = runner.manifest
+    group = load_image(installed("insightface-t1"))
+    photos = {"astronaut": (data.astronaut(), 1), "window": (group[60:490, 700:1130], 2), "group": (group, None)}
+    for label, (pixels, faces) in photos.items():
+        Image.fromarray(pixels).save(tmp_path / f"{label}.png")
+        result = json.loads(kotlin(core, "detect", folder / "manifest.json", tmp_path / f"{label}.png"))
+        m = letterbox_matrix(*pixels.shape[:2], size=manifest["preprocessing"]["crop_size"])
+        np.testing.assert_allclose(np.array(result["to_photo"]).reshape(2, 3), m, rtol=1e-12)
+        x = warp_to_input(pixels, m, manifest["preprocessing"]["crop_size"])
+        expected = model_input(x, manifest).reshape(-1).astype(np.float64)
+        diff = np.abs(np.array(result["input"]) - expected)  # a sample may round the other way: one step
+        assert diff.max() <= 1 / min(manifest["preprocessing"]["std"]) + 1e-6 and (diff > 1e-6).mean() < 0.001
+        (outputs,) = runner(x)
+        (tmp_path / "m.json").write_text(json.dumps(m.reshape(-1).tolist()))
+        (tmp_path / "outputs.json").write_text(json.dumps([outputs.reshape(-1).tolist()]))
+        got = json.loads(kotlin(core, "decode", folder / "manifest.json", tmp_path / "m.json",
+                                tmp_path / "outputs.json"))["answers"]["detections"]
+        want = decode([outputs], manifest, m)["detections"]
+        assert len(got) == len(want) and (faces is None or len(want) == faces), (label, len(got), len(want))
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g["box"], w["box"], atol=1e-3)
+            np.testing.assert_allclose(g["keypoints"], w["keypoints"], atol=1e-3)
+            assert g["score"] == pytest.approx(w["score"], abs=1e-6)

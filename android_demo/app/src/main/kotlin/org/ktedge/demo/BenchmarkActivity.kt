@@ -5,19 +5,24 @@ import android.os.Build
 import android.os.Bundle
 import android.util.Log
 import org.ktedge.demo.core.Artifact
+import org.ktedge.demo.core.Detect
 import org.ktedge.demo.core.DeviceInfo
+import org.ktedge.demo.core.FacePipeline
 import org.ktedge.demo.core.LatencyResult
 import org.ktedge.demo.core.LatencyStats
+import org.ktedge.demo.core.PipelineTiming
 import org.ktedge.demo.core.Preprocess
 import java.io.File
 
 /**
  * Benchmark mode, driven by `ktedge bench --device android --runner app`:
  *   adb shell am start -W -n org.ktedge.demo/.BenchmarkActivity --es model PATH --es delegate NAME
- *       --ei warmup N --ei iters N [--ei threads N]
+ *       --ei warmup N --ei iters N [--ei threads N] [--es detector PATH]
  * Loads the artifact (manifest checked), runs a bundled face photo through it `warmup` times
  * untimed and `iters` times timed, and writes files/latency.json in ktedge's latency schema, with
- * the delegate the runtime reports. A failure is written as an error row with its reason.
+ * the delegate the runtime reports. With a detector artifact, the detector alone on the whole
+ * photo and the pipeline (detector, alignment, the model on each face: the demo screen's frame
+ * path) are timed the same way, as two more rows. A failure is written as an error row with its reason.
  */
 class BenchmarkActivity : Activity() {
 
@@ -28,11 +33,12 @@ class BenchmarkActivity : Activity() {
         val warmup = intent.getIntExtra("warmup", 10)
         val iters = intent.getIntExtra("iters", 100)
         val threads = intent.getIntExtra("threads", 1)
+        val detector = intent.getStringExtra("detector")
         Thread {
             val result = if (model == null) {
                 LatencyResult.error(device(), null, "?", "?", delegate, warmup, iters, threads, "no --es model PATH given")
             } else {
-                benchmark(File(model), delegate, warmup, maxOf(iters, 1), threads)
+                benchmark(File(model), detector?.let { File(it) }, delegate, warmup, maxOf(iters, 1), threads)
             }
             val out = File(getExternalFilesDir(null), RESULT)
             val tmp = File(out.parentFile, "$RESULT.tmp")
@@ -43,7 +49,17 @@ class BenchmarkActivity : Activity() {
         }.start()
     }
 
-    private fun benchmark(model: File, delegate: String, warmup: Int, iters: Int, threads: Int): String {
+    /** `block` run `warmup` times untimed, then `iters` times timed (ms). */
+    private fun timed(warmup: Int, iters: Int, block: () -> Unit): LatencyStats {
+        repeat(warmup) { block() }
+        return LatencyStats(DoubleArray(iters) {
+            val start = System.nanoTime()
+            block()
+            (System.nanoTime() - start) / 1e6
+        })
+    }
+
+    private fun benchmark(model: File, detectorFile: File?, delegate: String, warmup: Int, iters: Int, threads: Int): String {
         var artifact: Artifact? = null
         var runtime = if (model.name.endsWith(".pte")) "ExecuTorch" else "LiteRT"
         return try {
@@ -61,16 +77,21 @@ class BenchmarkActivity : Activity() {
                 val firstStart = System.nanoTime()
                 m.run(input)
                 val firstMs = (System.nanoTime() - firstStart) / 1e6
-                repeat(warmup) { m.run(input) }
-                val samples = DoubleArray(iters) {
-                    val start = System.nanoTime()
-                    m.run(input)
-                    (System.nanoTime() - start) / 1e6
-                }
+                val stats = timed(warmup, iters) { m.run(input) }
                 val rssAfter = procStatusMb("VmRSS")
+                val pipeline = detectorFile?.let { f ->
+                    val detector = Artifact.load(f)
+                    FaceModels.open(detector, delegate, threads, applicationInfo.nativeLibraryDir).use { d ->
+                        val image = face.toArgbImage()
+                        val frame = Detect.input(image, detector.manifest).first
+                        val faces = FacePipeline(manifest, m::run, detector.manifest, d::run)
+                        PipelineTiming(detector.manifest, d.runtime, d.delegate, timed(warmup, iters) { d.run(frame) },
+                            timed(warmup, iters) { faces.frame(image) }, faces.frame(image).faces.size)
+                    }
+                }
                 LatencyResult.ok(device(), manifest, m.runtime, m.delegate, warmup, threads, loadMs, firstMs,
-                    LatencyStats(samples), iters, procStatusMb("VmHWM"),
-                    if (rssBefore != null && rssAfter != null) rssAfter - rssBefore else null)
+                    stats, iters, procStatusMb("VmHWM"),
+                    if (rssBefore != null && rssAfter != null) rssAfter - rssBefore else null, pipeline)
             }
         } catch (e: Exception) {
             Log.e(TAG, "benchmark of $model failed", e)

@@ -3,30 +3,34 @@ package org.ktedge.demo
 import android.content.Context
 import android.graphics.Bitmap
 import android.graphics.BitmapFactory
-import org.ktedge.demo.core.Answer
 import org.ktedge.demo.core.ArgbImage
 import org.ktedge.demo.core.Artifact
-import org.ktedge.demo.core.Crop
-import org.ktedge.demo.core.Decode
-import org.ktedge.demo.core.Preprocess
+import org.ktedge.demo.core.FacePipeline
+import org.ktedge.demo.core.FrameAnswers
 
-/** One photo through one model: the crop, the answers in image pixels, how long the model took. */
-class Prediction(val crop: Crop, val answers: Map<String, Answer>, val modelMs: Double)
-
-/** Photo -> manifest preprocessing -> model -> manifest decoding; the app's only inference path. */
-class Inference(val artifact: Artifact, val model: FaceModel) : AutoCloseable {
-
-    fun predict(bitmap: Bitmap): Prediction {
-        val manifest = artifact.manifest
-        val (hwc, crop) = Preprocess.faceCrop(bitmap.toArgbImage(), manifest.preprocessing.cropSize)
-        val input = Preprocess.modelInput(hwc, manifest)
-        val start = System.nanoTime()
-        val outputs = model.run(input)
-        val ms = (System.nanoTime() - start) / 1e6
-        return Prediction(crop, Decode.decode(outputs, manifest, crop), ms)
-    }
-
+/** A loaded artifact: its manifest and the runtime that runs it. */
+class Loaded(val artifact: Artifact, val model: FaceModel) : AutoCloseable {
     override fun close() = model.close()
+}
+
+/**
+ * The app's only inference path: a frame through core's FacePipeline (detector -> alignment ->
+ * model on each face, or the centred square where the model states no alignment or no detector
+ * was pushed beside it, or a detector alone on the whole frame).
+ */
+class Inference(val model: Loaded, val detector: Loaded?) : AutoCloseable {
+    private val pipeline = FacePipeline(model.artifact.manifest, model.model::run,
+        detector?.artifact?.manifest, detector?.model?.let { d -> d::run })
+
+    /** Whether each frame goes through the detector first. */
+    val detects: Boolean get() = pipeline.detects
+
+    fun predict(bitmap: Bitmap): FrameAnswers = pipeline.frame(bitmap.toArgbImage())
+
+    override fun close() {
+        model.close()
+        detector?.close()
+    }
 }
 
 fun Bitmap.toArgbImage(): ArgbImage {

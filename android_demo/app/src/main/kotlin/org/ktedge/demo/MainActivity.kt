@@ -21,6 +21,7 @@ import androidx.camera.lifecycle.ProcessCameraProvider
 import androidx.core.content.ContextCompat
 import org.ktedge.demo.core.Answer
 import org.ktedge.demo.core.Artifact
+import org.ktedge.demo.core.Manifest
 import org.ktedge.demo.core.DelegateError
 import org.ktedge.demo.core.ImageError
 import org.ktedge.demo.core.ManifestError
@@ -30,8 +31,10 @@ import java.util.concurrent.Executors
 
 /**
  * The demo screen: pick an artifact pushed to the app's files/models folder and a delegate, then
- * run it on the bundled face photos or the front camera. The centre square crop the model sees,
- * its landmarks/boxes, its other answers and the live model latency are shown.
+ * run it on the bundled face photos or the front camera. Where a detector artifact (ktedge's
+ * published BlazeFace) was pushed beside it, every face of the frame is found, aligned and run;
+ * otherwise the model sees the centre square. Each input as it lay in the frame, the landmarks,
+ * boxes, other answers and the live detector and model latency are shown.
  */
 class MainActivity : AppCompatActivity() {
     private val worker: ExecutorService = Executors.newSingleThreadExecutor()
@@ -87,17 +90,42 @@ class MainActivity : AppCompatActivity() {
         }
     }
 
+    /**
+     * The detector for `model`: among the pushed folders, a detector artifact in the same format,
+     * of the same precision where there is one (as `ktedge predict` picks the run's own); null if
+     * `model` is a detector itself, states no alignment, or none was pushed.
+     */
+    private fun detectorFor(model: Manifest, models: List<File>): File? {
+        if (model.isDetector || model.preprocessing.alignment == null) return null
+        val detectors = models.mapNotNull { f ->
+            val m = try { Manifest.parse(File(f.parentFile, "manifest.json").readText()) } catch (e: ManifestError) { null }
+            if (m != null && m.isDetector && m.format == model.format) Pair(f, m) else null
+        }
+        return (detectors.firstOrNull { it.second.precision == model.precision } ?: detectors.firstOrNull())?.first
+    }
+
     private fun load(model: File, delegate: String) = worker.execute {
         inference?.close()
         inference = null
         try {
             val artifact = Artifact.load(model)
-            val loaded = FaceModels.open(artifact, delegate, threads = 4, npuLibraryDir = applicationInfo.nativeLibraryDir)
-            inference = Inference(artifact, loaded)
+            val threads = 4
+            val loaded = Loaded(artifact, FaceModels.open(artifact, delegate, threads, applicationInfo.nativeLibraryDir))
+            val detector = detectorFor(artifact.manifest, modelFiles())?.let { f ->
+                val a = Artifact.load(f)
+                Loaded(a, FaceModels.open(a, delegate, threads, applicationInfo.nativeLibraryDir))
+            }
+            inference = Inference(loaded, detector)
+            val finds = when {
+                artifact.manifest.isDetector -> "a detector: its faces on the whole frame"
+                detector != null -> "faces found by ${detector.artifact.model.parentFile!!.name} (${detector.model.delegate})"
+                artifact.manifest.preprocessing.alignment == null -> "the centre square (the model states no alignment)"
+                else -> "the centre square (push a blazeface artifact beside it to find the faces)"
+            }
             runOnUiThread {
                 status.setTextColor(Color.WHITE)
                 status.text = "${artifact.manifest.model} ${artifact.manifest.format} ${artifact.manifest.precision}: " +
-                    "${loaded.runtime}, running on ${loaded.delegate}"
+                    "${loaded.model.runtime}, running on ${loaded.model.delegate}; $finds"
                 if (camera == null) nextImage()
             }
         } catch (e: ManifestError) {
@@ -118,15 +146,19 @@ class MainActivity : AppCompatActivity() {
 
     /** Runs on the worker thread; the result is drawn on the UI thread. */
     private fun run(bitmap: Bitmap) {
-        val current = inference ?: return runOnUiThread { overlay.show(bitmap, null) }
+        val current = inference ?: return runOnUiThread { overlay.show(bitmap, null, 0) }
         try {
             val p = current.predict(bitmap)
-            val text = p.answers.entries.filter { it.value !is Answer.Points && it.value !is Answer.Box }
-                .joinToString("\n") { "${it.key}: ${it.value.toJson()}" }
+            val text = p.faces.mapIndexed { i, face ->
+                face.answers.entries.filter { it.value !is Answer.Points && it.value !is Answer.Box && it.value !is Answer.Faces }
+                    .joinToString("; ", prefix = "face ${i + 1}: ") { "${it.key}: ${it.value.toJson()}" }
+            }.joinToString("\n")
+            val detector = p.detectorMs?.let { "detector %.2f ms, ".format(it) } ?: ""
+            val faces = if (current.detects) "${p.faces.size} face(s), " else ""
             runOnUiThread {
-                overlay.show(bitmap, p)
+                overlay.show(bitmap, p, current.model.artifact.manifest.preprocessing.cropSize)
                 status.setTextColor(Color.WHITE)
-                status.text = "${current.model.delegate}: %.2f ms\n%s".format(p.modelMs, text)
+                status.text = "${current.model.model.delegate}: $faces${detector}model %.2f ms\n%s".format(p.modelMs, text)
             }
         } catch (e: ImageError) {
             showError(e.message ?: "image error")

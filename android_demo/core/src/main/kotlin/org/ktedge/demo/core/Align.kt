@@ -33,8 +33,17 @@ object Align {
         return doubleArrayOf(cos, -sin, midX - (cos * cx + -sin * cy), sin, cos, midY - (sin * cx + cos * cy))
     }
 
-    /** -> (size * size * 3) RGB floats 0..255, row-major HWC, of the face the matrix places. */
-    fun alignedCrop(image: ArgbImage, rule: AlignmentRule, m: DoubleArray): FloatArray {
+    /** A found face -> the model's input by the manifest's alignment, and its input -> photo matrix. */
+    fun input(image: ArgbImage, face: Face, manifest: Manifest): Pair<ModelInput, DoubleArray> {
+        val rule = manifest.preprocessing.alignment
+            ?: throw ManifestError("manifest.json: no preprocessing.alignment (the model cannot take a detected face)")
+        val m = cropToPhoto(rule, face.rightEye[0], face.rightEye[1], face.leftEye[0], face.leftEye[1])
+        return Pair(Preprocess.modelInput(warpToInput(image, m, rule.size), manifest), m)
+    }
+
+    /** -> (size * size * 3) RGB floats 0..255, row-major HWC: the input whose pixels `m` maps to
+     * photo pixels (export/predict.py warp_to_input). */
+    fun warpToInput(image: ArgbImage, m: DoubleArray, size: Int): FloatArray {
         val k = hypot(m[0], m[3]).toInt()
         var w = image.width
         var h = image.height
@@ -54,7 +63,7 @@ object Align {
             h = sh
             mk = DoubleArray(6) { m[it] / k }
         }
-        return warp(src, w, h, mk, rule.size)
+        return warp(src, w, h, mk, size)
     }
 
     /** Bilinear with a zero border: model/align.py's warp_affine, pixel by pixel. */

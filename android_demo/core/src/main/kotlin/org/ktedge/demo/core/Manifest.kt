@@ -58,6 +58,9 @@ class Manifest(
         return tools[tool]?.let { RuntimeNeed(it, "tools.$tool") }
     }
 
+    /** A face detector: its answer is the faces of a whole frame (an `anchor_detections` output). */
+    val isDetector: Boolean get() = outputs.any { it.kind == "anchor_detections" }
+
     /** Refuses a model whose input tensor is not what the manifest says (shape and dtype). */
     fun checkInput(shape: IntArray, dtype: String) {
         if (!shape.contentEquals(input.shape) || dtype != input.dtype) {
@@ -86,7 +89,7 @@ class Manifest(
         val EXPORTER_TOOL = mapOf("executorch" to "executorch", "litert" to "ai-edge-litert")
         val KINDS = listOf(
             "points_xy", "points_x_then_y", "points_xyz", "box_offsets", "probabilities", "value",
-            "multilabel_logits", "class_logits", "embedding"
+            "multilabel_logits", "class_logits", "embedding", "anchor_detections"
         )
 
         /** Parse and check a manifest; every problem is a ManifestError naming the field. */

@@ -12,7 +12,13 @@ class ArgbImage(val width: Int, val height: Int, val pixels: IntArray) {
 }
 
 /** Where the model's square crop lies in the original image (pixels). */
-data class Crop(val x0: Int, val y0: Int, val side: Int)
+data class Crop(val x0: Int, val y0: Int, val side: Int) {
+    /** The (2, 3) matrix taking points of the size x size model input to photo pixels. */
+    fun toPhoto(size: Int): DoubleArray {
+        val s = side.toDouble() / size
+        return doubleArrayOf(s, 0.0, x0.toDouble(), 0.0, s, y0.toDouble())
+    }
+}
 
 /** An image too small for the model: shown on screen, like a manifest error. */
 class ImageError(message: String) : Exception(message)
