@@ -159,23 +159,39 @@ def parse_executor_runner(text: str) -> dict:
             "peak_rss_mb": None, "delegate": "as lowered in the .pte (XNNPACK)"}
 
 
-def app_command(remote_model: str, delegate: str, warmup: int, iters: int, threads: int) -> str:
+def app_command(remote_model: str, delegate: str, warmup: int, iters: int, threads: int,
+                remote_detector: str | None = None) -> str:
     """The intent the android_demo app's BenchmarkActivity reads (see android_demo/README.md)."""
+    detector = f" --es detector {shlex.quote(remote_detector)}" if remote_detector else ""
     return (f"am start -W -n {APP_PACKAGE}/{APP_ACTIVITY} --es model {shlex.quote(remote_model)} "
-            f"--es delegate {delegate} --ei warmup {warmup} --ei iters {iters} --ei threads {threads}")
+            f"--es delegate {delegate} --ei warmup {warmup} --ei iters {iters} --ei threads {threads}{detector}")
+
+
+FIGURES = ("load_ms", "first_ms", "latency_ms", "peak_rss_mb", "delegate")
 
 
 def run_on_device(dev: Adb, artifact: Path, runner: str, runner_path: str | None, delegate: str,
-                  warmup: int, iters: int, threads: int, poll_s: float = 1.0) -> dict:
+                  warmup: int, iters: int, threads: int, poll_s: float = 1.0, detector: Path | None = None) -> dict:
     """Push `artifact`, run it, parse the result, always clean up. -> parsed figures. The app gets
-    the manifest beside the model (it preprocesses from it) in its own files folder."""
+    the manifest beside the model (it preprocesses from it) in its own files folder; with a
+    `detector` artifact (the app runner only) it also times the detector alone and the detector +
+    alignment + model pipeline: -> figures["detector"], figures["pipeline"] (with its "faces")."""
     remote = f"{APP_FILES}/bench/{artifact.parent.name}" if runner == "app" else f"{REMOTE_DIR}/{artifact.parent.name}"
     remote_model = f"{remote}/{artifact.name}"
+    remote_detector = None
     dev.shell(f"mkdir -p {remote}")
     try:
         dev.run("push", str(artifact), remote_model)
         if runner == "app":
             dev.run("push", str(artifact.parent / "manifest.json"), f"{remote}/manifest.json")
+            if detector is not None:  # beside the model, in a folder of its own with its manifest
+                from ktedge.export.manifest import load_manifest
+
+                det_file = detector / load_manifest(detector)["file"]
+                dev.shell(f"mkdir -p {remote}/detector")
+                remote_detector = f"{remote}/detector/{det_file.name}"
+                dev.run("push", str(det_file), remote_detector)
+                dev.run("push", str(detector / "manifest.json"), f"{remote}/detector/manifest.json")
         if runner == "benchmark_model":
             flags = " ".join(DELEGATE_FLAGS[delegate])
             out = dev.shell(f"{runner_path} --graph={remote_model} --num_threads={threads} --warmup_runs={warmup} "
@@ -185,7 +201,7 @@ def run_on_device(dev: Adb, artifact: Path, runner: str, runner_path: str | None
             out = dev.shell(f"{runner_path} --model_path={remote_model} --num_executions={iters}", timeout=600)
             return parse_executor_runner(out)
         dev.shell(f"rm -f {APP_RESULT}")
-        dev.shell(app_command(remote_model, delegate, warmup, iters, threads))
+        dev.shell(app_command(remote_model, delegate, warmup, iters, threads, remote_detector))
         deadline = time.monotonic() + dev.timeout_s
         while "No such file" in dev.shell(f"ls {APP_RESULT} 2>&1"):
             if time.monotonic() > deadline:
@@ -198,8 +214,16 @@ def run_on_device(dev: Adb, artifact: Path, runner: str, runner_path: str | None
         from ktedge.benchmarks.stage import check_latency
 
         check_latency(result, f"{dev.serial}:{APP_RESULT}")
-        row = result["results"][0]
-        return {k: row.get(k) for k in ("load_ms", "first_ms", "latency_ms", "peak_rss_mb", "delegate")} | {"iters": iters}
+        row, *more = result["results"]
+        figures = {k: row.get(k) for k in FIGURES} | {"iters": iters}
+        if remote_detector is not None:
+            roles = {r.get("role"): r for r in more}
+            if not {"published", "pipeline"} <= set(roles):
+                raise AdbError(f"the android_demo app was given a detector but wrote no detector and pipeline rows "
+                               f"(an app older than this ktedge? rebuild it from android_demo/)")
+            figures["detector"] = {k: roles["published"].get(k) for k in FIGURES}
+            figures["pipeline"] = {k: roles["pipeline"].get(k) for k in (*FIGURES, "faces")}
+        return figures
     finally:
         try:
             dev.shell(f"rm -rf {remote}")

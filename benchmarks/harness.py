@@ -1,9 +1,9 @@
 """The latency protocol every host target follows: load, first inference, warm-up runs, N timed
 runs, median / p90 / p99, peak memory.
 
-`python -m ktedge.benchmarks.harness --image FACE.npy artifact:DIR peer:NAME ...` loads the
-targets one after another in this fresh process, then times them interleaved (rounds that visit
-every target in turn), and prints one `KTEDGE_RESULT {json}` line per target. The bench stage
+`python -m ktedge.benchmarks.harness --image FACE.npy [--photo PHOTO.npy] artifact:DIR peer:NAME
+pipeline:DETECTOR_DIR|MODEL_DIR ...` loads the targets one after another in this fresh process,
+then times them interleaved (rounds that visit every target in turn), and prints one `KTEDGE_RESULT {json}` line per target. The bench stage
 starts one process per runtime: the runtime's import is paid once, never inside a timed load,
 the process holds no torch unless its runtime needs it, and the int8/fp32, deploy/canonical and
 ensemble/deploy ratios compare targets timed side by side. Memory per target: the process's peak
@@ -92,15 +92,22 @@ def resize(image_nchw: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1)[None])
 
 
-def artifact_loader(artifact_dir: Path, face: np.ndarray, threads: int) -> tuple[Callable, np.ndarray]:
-    """-> (load, the face at the artifact's crop size)."""
+def import_runtime(artifact_dir: Path) -> dict:
+    """Imports the artifact's runtime modules (import time is not load time). -> its manifest."""
     from ktedge.export.manifest import load_manifest
     from ktedge.export.registry import formats
-    from ktedge.export.runtimes import open_runner
 
     manifest = load_manifest(artifact_dir)
-    for module in formats()[manifest["format"]].runtime_modules:  # import time is not load time
+    for module in formats()[manifest["format"]].runtime_modules:
         importlib.import_module(module)
+    return manifest
+
+
+def artifact_loader(artifact_dir: Path, face: np.ndarray, threads: int) -> tuple[Callable, np.ndarray]:
+    """-> (load, the face at the artifact's crop size)."""
+    from ktedge.export.runtimes import open_runner
+
+    manifest = import_runtime(artifact_dir)
     size = manifest["preprocessing"]["crop_size"]
     return lambda: open_runner(artifact_dir, threads=threads), resize(face, size, size)
 
@@ -128,11 +135,28 @@ def peer_loader(name: str, face: np.ndarray, threads: int) -> tuple[Callable, np
     return load, image
 
 
+def pipeline_loader(what: str, photo: np.ndarray, threads: int) -> tuple[Callable, np.ndarray]:
+    """`DETECTOR_DIR|MODEL_DIR`: both artifacts in their runtime, one call = a whole photo through
+    the detector, the alignment and the model on each face (export/predict.py pipeline_frame)."""
+    from ktedge.export.predict import pipeline_frame
+    from ktedge.export.runtimes import open_runner
+    from ktedge.model import blazeface  # noqa: F401  (the detector's decoding; import time is not load time)
+
+    detector_dir, model_dir = map(Path, what.split("|"))
+    import_runtime(model_dir)
+
+    def load():
+        detector, model = open_runner(detector_dir, threads=threads), open_runner(model_dir, threads=threads)
+        return lambda p: pipeline_frame(detector, model, p)
+    return load, photo
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="measure artifacts (artifact:DIR) and peer models (peer:NAME) in "
                                             "their runtimes; one KTEDGE_RESULT JSON line per target")
     p.add_argument("targets", nargs="+")
     p.add_argument("--image", type=Path, required=True, help="a (1, 3, H, W) float32 RGB 0..255 face crop (.npy)")
+    p.add_argument("--photo", type=Path, help="a whole (H, W, 3) uint8 RGB photo (.npy): what pipeline targets take")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=100)
@@ -147,9 +171,14 @@ def main(argv: list[str] | None = None) -> int:
                 load, image = peer_loader(what, face, args.threads)
             elif kind == "artifact":
                 load, image = artifact_loader(Path(what), face, args.threads)
+            elif kind == "pipeline" and args.photo is not None:
+                load, image = pipeline_loader(what, np.load(args.photo), args.threads)
             else:
-                raise KtedgeError(f"target '{target}': expected artifact:DIR or peer:NAME")
+                raise KtedgeError(f"target '{target}': expected artifact:DIR, peer:NAME or pipeline:DETECTOR|MODEL "
+                                  f"(with --photo)")
             runs[target], figures[target] = prepare(load, image, args.warmup)
+            if kind == "pipeline":
+                figures[target]["faces"] = len(runs[target]())  # the model ran once per face
         except KtedgeError as e:
             print("KTEDGE_RESULT " + json.dumps({"target": target, "error": str(e)}), flush=True)
     samples = time_interleaved(runs, args.iters, max(1, min(args.rounds, args.iters)))

@@ -103,10 +103,39 @@ def bench_face(cfg: Config, out: Path) -> Path:
     return path
 
 
+def bench_photo(out: Path) -> Path:
+    """The whole photo pipeline targets take: scikit-image's astronaut (512 px, one real face)."""
+    from skimage import data
+
+    buf = io.BytesIO()
+    np.save(buf, data.astronaut())
+    path = out / "bench" / "host" / "photo.npy"
+    write_bytes(path, buf.getvalue())
+    return path
+
+
+def pipeline_targets(targets: list[tuple[str, str, str, Path]]) -> list[tuple[str, str, str, Path]]:
+    """(pipeline target, model, detector target, detector dir) for every model artifact that takes
+    an aligned face and has the run's detector artifact beside it (export/predict.py run_detector)."""
+    from ktedge.export.predict import is_detector, run_detector
+
+    by_dir = {d: t for t, _, _, d in targets}
+    pipelines = []
+    for target, model, role, d in targets:
+        manifest = load_manifest(d)
+        if role not in ("deploy", "published") or is_detector(manifest) or "alignment" not in manifest["preprocessing"]:
+            continue
+        detector = run_detector(d)
+        if detector is not None and detector in by_dir:
+            pipelines.append((f"pipeline/{target}", model, by_dir[detector], detector))
+    return pipelines
+
+
 def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, rounds: int) -> dict:
     from ktedge.assets import PEERS, asset_path
 
-    protocol = ["--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters), "--rounds", str(rounds)]
+    protocol = ["--threads", str(threads), "--warmup", str(warmup), "--iters", str(iters), "--rounds", str(rounds),
+                "--photo", str(bench_photo(out))]
     image = bench_face(cfg, out)
     targets = run_targets(out)
     with progress() as bar:
@@ -131,18 +160,27 @@ def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, ro
             else:
                 groups.setdefault("tflite", []).append((name, name, "peer", {**manifest, "note": what}))
                 specs[name] = f"peer:{name}"
+        model_dirs = {t: d for t, _, _, d in targets}
+        pipelines = [p for p in pipeline_targets(targets) if p[2] in specs and p[0].removeprefix("pipeline/") in specs]
+        for target, model, detector, detector_dir in pipelines:  # last in their group: they import torch
+            manifest = load_manifest(model_dirs[target.removeprefix("pipeline/")])
+            groups[manifest["format"]].append((target, model, "pipeline", manifest))
+            specs[target] = f"pipeline:{detector_dir}|{model_dirs[target.removeprefix('pipeline/')]}"
         task = bar.add_task("bench host", total=sum(len(g) for g in groups.values()), info="")
         for runtime, group in groups.items():
             bar.update(task, info=f"{runtime} ({len(group)} targets)")
             measured = _run_group([specs[t] for t, _, _, _ in group], image, protocol, 120 + 30 * len(group))
             for target, model, role, manifest in group:
                 rows[target] = _row(target, model, role, manifest, measured[specs[target]], manifest.get("note"))
+                if role == "pipeline":
+                    rows[target] |= {"detector": next(p[2] for p in pipelines if p[0] == target),
+                                     **({"faces": measured[specs[target]]["faces"]} if rows[target]["status"] == "ok" else {})}
             bar.update(task, advance=len(group))
     return {"schema": SCHEMA_ID,
             "device": {"kind": "host", "name": platform.node() or "host", "cpu": platform.processor() or platform.machine(),
                        "os": f"{platform.system()} {platform.release()}", "cores": os.cpu_count() or 1},
             "protocol": {"warmup": warmup, "iters": iters, "threads": threads, "rounds": rounds},
-            "results": [rows[t] for t, _, _, _ in targets] + [rows[n] for n in PEERS if n in rows]}
+            "results": [rows[t] for t, _, _, _ in [*targets, *pipelines]] + [rows[n] for n in PEERS if n in rows]}
 
 
 def bench_android(cfg: Config, out: Path, serial: str | None, runner: str, runner_path: str | None, delegate: str,
@@ -155,7 +193,10 @@ def bench_android(cfg: Config, out: Path, serial: str | None, runner: str, runne
     dev = find_device(serial, adb)
     device = dev.info()
     rows, gone = [], None
-    targets = [t for t in run_targets(out) if t[2] == "deploy"]
+    everything = run_targets(out)
+    targets = [t for t in everything if t[2] == "deploy"]
+    # The app runner also times each model behind the run's detector (the demo screen's frame path).
+    detectors = {p[0].removeprefix("pipeline/"): p for p in pipeline_targets(everything)} if runner == "app" else {}
     with progress() as bar:
         task = bar.add_task(f"bench {device['name']}", total=len(targets), info="")
         for name, model, role, folder in targets:
@@ -166,11 +207,22 @@ def bench_android(cfg: Config, out: Path, serial: str | None, runner: str, runne
             elif gone is not None:
                 rows.append(_row(name, model, role, manifest, {"error": gone}))
             else:
+                pipeline = detectors.get(name)
                 try:
                     m = run_on_device(dev, folder / manifest["file"], runner, runner_path, delegate, warmup, iters,
-                                      threads)
+                                      threads, detector=pipeline[3] if pipeline else None)
                     rows.append({**_row(name, model, role, manifest, {**m, "threads": threads}),
                                  "runtime": runner, "delegate": m["delegate"]})
+                    if pipeline:
+                        target, _, detector, detector_dir = pipeline
+                        det = load_manifest(detector_dir)
+                        if detector not in {r["target"] for r in rows}:
+                            rows.append({**_row(detector, det["model"], "published", det,
+                                                {**m["detector"], "threads": threads}),
+                                         "runtime": runner, "delegate": m["detector"]["delegate"]})
+                        rows.append({**_row(target, model, "pipeline", manifest, {**m["pipeline"], "threads": threads}),
+                                     "runtime": runner, "delegate": m["pipeline"]["delegate"], "detector": detector,
+                                     "faces": m["pipeline"]["faces"]})
                 except DeviceGone as e:
                     gone = str(e)
                     rows.append(_row(name, model, role, manifest, {"error": gone}))

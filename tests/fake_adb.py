@@ -44,7 +44,10 @@ def shell(dev: dict, command: str) -> None:
         model = local(extras["model"])
         if not model.is_file():
             fail(f"model {extras['model']} not on the phone")
-        result = dict(dev["app_result"])
+        detector = extras.get("detector")
+        if detector is not None and not (local(detector).is_file() and local(detector).with_name("manifest.json").is_file()):
+            fail(f"detector {detector} or its manifest not on the phone")
+        result = dict(dev["app_result_pipeline" if detector else "app_result"])
         result["results"][0]["size_bytes"] = model.stat().st_size
         out = local(dev["app_result_path"])
         out.parent.mkdir(parents=True, exist_ok=True)

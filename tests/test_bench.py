@@ -2,6 +2,7 @@
 `adb` (the phone is the one thing that cannot be real here); the runner parsers on the tools'
 output formats."""
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,14 +18,21 @@ from tests.conftest import QUICK, TINY
 
 FIXTURES = Path(__file__).parent / "fixtures" / "android"
 WALL = ["train", "fuse", "quantize", "export", "validate", "bench"]
-# What `ktedge run` does on the tiny run, in order: its own chain, the O-Net's beside it, one bench.
-STAGES = ["train", "fuse", "import mtcnn-onet", "quantize", "export", "validate", "quantize mtcnn-onet",
-          "export mtcnn-onet", "validate mtcnn-onet", "bench"]
+# What `ktedge run` does on the benched run, in order: its own chain, then each published model's
+# beside it (the O-Net it imports, the detector already deployed there), one bench.
+STAGES = ["train", "fuse", "import mtcnn-onet", "quantize", "export", "validate", "quantize blazeface",
+          "export blazeface", "validate blazeface", "quantize mtcnn-onet", "export mtcnn-onet", "validate mtcnn-onet",
+          "bench"]
 
 
 @pytest.fixture(scope="module")
-def benched(exported):
-    out, cfg, index, _ = exported
+def benched(exported, blazeface_run, tmp_path_factory):
+    """A copy of the exported tiny run with the published detector deployed beside it, as `ktedge
+    run` deploys blazeface, benchmarked on the host."""
+    src, cfg, index, _ = exported
+    out = tmp_path_factory.mktemp("benched")
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    shutil.copytree(blazeface_run[0], out / "published" / "blazeface")
     return out, cfg, index, bench_stage(cfg, out)
 
 
@@ -47,7 +55,16 @@ def test_host_bench_measures_every_target_and_the_json_holds_its_schema(benched)
         assert ens > 1.5 * dep, (fmt, ens, dep)  # three prior encoders more
         assert can > 0
     assert {r["target"] for r in data["results"] if r["model"] == "mtcnn-onet"} >= {"mtcnn-onet/tflite-int8"}
-    assert {r["role"] for r in data["results"]} == {"deploy", "canonical_alone", "ensemble", "published", "peer"}
+    assert {r["role"] for r in data["results"]} == {"deploy", "canonical_alone", "ensemble", "published", "peer",
+                                                     "pipeline"}
+    # Each model behind the run's detector of its format: the astronaut's one face, detector + model
+    # more than either alone.
+    for model, detector in (("tflite-int8", "tflite-int8"), ("executorch-int8", "executorch-int8"),
+                            ("tflite-fp32", "tflite-fp32"), ("mtcnn-onet/tflite-int8", "tflite-int8")):
+        p = rows[f"pipeline/{model}"]
+        assert p["status"] == "ok" and (p["detector"], p["faces"]) == (f"blazeface/{detector}", 1), p
+        assert p["latency_ms"]["median"] > max(rows[model]["latency_ms"]["median"],
+                                               rows[p["detector"]]["latency_ms"]["median"])
     for peer in ("mediapipe-face_landmark", "mediapipe-face_detection_short_range"):
         r = rows[peer]
         assert r["status"] == "ok" or (r["status"] == "skipped" and "not installed" in r["reason"])
@@ -85,6 +102,7 @@ def test_run_again_skips_every_finished_stage_and_writes_summary_and_report(benc
     assert ratios["ensemble_deploy_latency"] > 1.5
     report = (out / "report.md").read_text()
     assert "| format | precision | size |" in report and "tflite" in report and "![latency]" in report
+    assert "## Detector, alignment and model: one photo end to end" in report and "| tflite-int8 | blazeface/tflite-int8 |" in report
     for png in ("latency.png", "accuracy_latency.png"):
         assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -151,10 +169,11 @@ def fake_phone(tmp_path: Path, **device) -> tuple[str, Path]:
     # The app's result file, written by hand in the format of android_demo's LatencyResult.kt
     # (tests/test_android_core.py holds the Kotlin writer's output to the same structure).
     app_result = json.loads((FIXTURES / "app_latency.json").read_text())
+    app_result_pipeline = json.loads((FIXTURES / "app_latency_pipeline.json").read_text())  # given a detector
     (state / "device.json").write_text(json.dumps({
         "serial": SERIAL, "state": "device", "props": PROPS, "runner_path": "/data/local/tmp/benchmark_model",
         "runner_output": str(FIXTURES / "benchmark_model_xnnpack_percentiles.txt"), "app_result": app_result,
-        "app_result_path": APP_RESULT, "vanish_after": None, **device}))
+        "app_result_pipeline": app_result_pipeline, "app_result_path": APP_RESULT, "vanish_after": None, **device}))
     adb = tmp_path / "adb"
     adb.write_text(f"#!/bin/sh\nFAKE_ADB_STATE='{state}' exec '{sys.executable}' "
                    f"'{Path(__file__).parent / 'fake_adb.py'}' \"$@\"\n")
@@ -219,11 +238,19 @@ def test_the_app_benchmark_mode_is_started_with_its_intent_and_its_json_pulled(b
     assert rows["tflite-int8"]["latency_ms"]["median"] == 0.81 and rows["executorch-int8"]["status"] == "ok"
     starts = [c[3] for c in adb_log(state) if c[2:3] == ["shell"] and c[3].startswith("am start")]
     remote = "/sdcard/Android/data/org.ktedge.demo/files/bench/tflite-int8"
-    assert app_command(f"{remote}/model.tflite", "gpu", 2, 20, 1) in starts
     assert starts[0].startswith("am start -W -n org.ktedge.demo/.BenchmarkActivity --es model ")
     pushes = [c[3:] for c in adb_log(state) if c[2:3] == ["push"]]
     assert [str(out / "export" / "tflite-int8" / "manifest.json"), f"{remote}/manifest.json"] in pushes  # the app reads it
     assert rows["tflite-int8"]["delegate"] == "GPU" and rows["tflite-int8"]["peak_rss_mb"] == 95.0
+    # The model and the run's detector pushed side by side: the pipeline's row and the detector's, apart.
+    assert app_command(f"{remote}/model.tflite", "gpu", 2, 20, 1) not in starts
+    detector = f"{remote}/detector/model.tflite"
+    assert app_command(f"{remote}/model.tflite", "gpu", 2, 20, 1, detector) in starts
+    assert [str(out / "published/blazeface/export/tflite-int8/manifest.json"), f"{remote}/detector/manifest.json"] in pushes
+    pipeline = rows["pipeline/tflite-int8"]
+    assert (pipeline["role"], pipeline["detector"], pipeline["faces"]) == ("pipeline", "blazeface/tflite-int8", 1)
+    assert pipeline["latency_ms"]["median"] == 7.9 and rows["blazeface/tflite-int8"]["latency_ms"]["median"] == 1.42
+    assert not any((state / "fs" / "sdcard/Android/data/org.ktedge.demo/files/bench").iterdir())  # cleaned up
 
 
 @pytest.mark.parametrize("state,message", [("unauthorized", "accept the USB debugging prompt"),
