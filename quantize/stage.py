@@ -186,7 +186,7 @@ def quantize_onnx_backend(cfg: Config, out: Path, deployable: Deployable, calibr
     bar.update(task, advance=1, info="; ".join(gate_text(g) for g in gates.values()))
     write_json(dest / "calibration.json", {"backend": "onnx", "quantizer": method, "observer": cfg.quantize.observer,
                                            "weights": "int8 symmetric, per-channel in convolutions, per-tensor elsewhere",
-                                           "activations": "int8 per-tensor",
+                                           "activations": "uint8 asymmetric per-tensor",
                                            "images": described, "wall_s": wall})
     attempts = [{"float_layers": [], "metrics": {t: g["value"] for t, g in gates.items()},
                  "drift_rel": worst_drift(gates), "passed": all_passed(gates)}]
