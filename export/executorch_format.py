@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ktedge.export.registry import Exporter, Format, Invoke
 from ktedge.deployable import export_program
 from ktedge.export.source import ExportSource
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _lower(program, partitioner) -> bytes:
@@ -31,8 +35,33 @@ def _xnnpack(backend: str | None):
         program = (src.program if backend is None
                    else export_program(src.quantized[backend], src.example, dynamic_batch=False))
         path.write_bytes(_lower(program, XnnpackPartitioner()))
-        return {}
+        return {} if src.held_out is None else {"bundled_program": write_bundle(path, src.held_out)}
     return build
+
+
+def write_bundle(pte: Path, faces: torch.Tensor) -> dict:
+    """ExecuTorch's BundledProgram beside `pte` (model.bpte): the same program with one test case
+    per held-out face, its expected outputs this program's own in this runtime, so a device can
+    verify its ExecuTorch build against the exporter's (BundledModule's verify, or the runtime's
+    bundled-program check). -> the manifest's `bundled_program` entry."""
+    import torch
+    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
+    from executorch.devtools.bundled_program.core import BundledProgram
+    from executorch.devtools.bundled_program.serialize import serialize_from_bundled_program_to_flatbuffer
+
+    from ktedge.export.manifest import describe_file
+
+    run = _open(pte, {}, threads=1)
+    cases = [MethodTestCase(inputs=[face[None]], expected_outputs=[torch.from_numpy(y) for y in run(face[None].numpy())])
+             for face in faces.float()]
+    bundle = BundledProgram(None, [MethodTestSuite(method_name="forward", test_cases=cases)],
+                            pte_file_path=str(pte))
+    path = pte.with_suffix(".bpte")
+    path.write_bytes(serialize_from_bundled_program_to_flatbuffer(bundle))
+    return {**describe_file(path), "method": "forward", "cases": len(cases),
+            "inputs": f"{len(cases)} of the run's held-out faces, each (1, 3, S, S) float32 RGB 0..255",
+            "expected": "this program's outputs in ExecuTorch (XNNPACK) on the exporting host; XNNPACK's kernels "
+                        "differ per CPU, so a device compares within a tolerance"}
 
 
 def _coreml_fp16(src: ExportSource, path: Path) -> dict:

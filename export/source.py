@@ -22,6 +22,7 @@ class ExportSource:
     program: torch.export.ExportedProgram  # fp32, batch 1 (phones run one face; static shapes lower everywhere)
     example: torch.Tensor  # (1, 3, S, S): one of the run's faces
     observer: str
+    held_out: torch.Tensor | None = None  # (N, 3, S, S): held-out faces an artifact carries (a BundledProgram)
     quantized: dict[str, nn.Module] = field(default_factory=dict)  # backend -> converted int8 PT2E module
     quantized_files: dict[str, Path] = field(default_factory=dict)  # backend -> a runtime's own int8 file (onnx)
     quantization: dict[str, dict] = field(default_factory=dict)  # backend -> the manifest's quantization entry
@@ -56,11 +57,11 @@ def quantized_program(deployable: Deployable, run: Path, backend: str) -> tuple[
 
 
 def export_source(deployable: Deployable, run: Path, backends: list[str], example: torch.Tensor,
-                  observer: str) -> ExportSource:
+                  observer: str, held_out: torch.Tensor | None = None) -> ExportSource:
     """The deployable and, for each of `backends`, the int8 program the quantize stage made of it."""
     one = export_program(deployable.program.module(), example, dynamic_batch=False)
-    src = ExportSource(deployable=deployable, program=one,
-                       example=example, observer=observer, program_sha256={"fp32": deployable.sha256})
+    src = ExportSource(deployable=deployable, program=one, example=example, observer=observer, held_out=held_out,
+                       program_sha256={"fp32": deployable.sha256})
     for backend in backends:
         path, record, calibration = quantized_program(deployable, run, backend)
         if path.suffix == ".pt2":

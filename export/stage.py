@@ -24,6 +24,7 @@ from ktedge.progress import console, converter_log, is_verbose, progress, quiet_
 # Op names as converters write them: aten::foo, aten.foo, torch.ops.aten.foo, or "foo op:".
 _OP = re.compile(r"(?:aten[:._]+|torch\.ops\.aten\.)([A-Za-z0-9_]+)|\b([a-z][a-z0-9_]*) op\b")
 SELF = "L['self']."  # how torch.export prefixes module paths
+BUNDLED_FACES = 4  # held-out faces an artifact may carry as test cases (ExecuTorch's BundledProgram)
 
 
 def op_modules(program, op: str) -> list[str]:
@@ -90,8 +91,9 @@ def build_manifest(src: ExportSource, exp: Exporter, built: dict, model_path: Pa
                    "origin_sha256": d.record["provenance"]["source"]["sha256"]},
         "tools": tool_versions(),
     }
-    if built.get("notes"):
-        manifest["notes"] = built["notes"]
+    for key in ("bundled_program", "notes"):
+        if built.get(key):
+            manifest[key] = built[key]
     fmt = formats()[exp.format]
     if fmt.placement is not None:
         manifest["placement"] = fmt.placement(model_path)
@@ -171,8 +173,9 @@ def export_deployable(cfg_dict: dict, run: str, folder: str, verbose: bool) -> l
     deployable = load_deployable(folder)
     todo = _todo(cfg, deployable)
     example = split_faces(cfg, "calibration", n=1).tensors()["image"].clone()
+    held_out = split_faces(cfg, "test", n=BUNDLED_FACES).tensors()["image"].clone()
     backends = [b for b in cfg.quantize.backends if any(e.backend == b for e in todo)]
-    src = export_source(deployable, run_dir, backends, example, cfg.quantize.observer)
+    src = export_source(deployable, run_dir, backends, example, cfg.quantize.observer, held_out)
     with progress() as bar:
         return export_artifacts(src, _dest(run_dir, Path(folder)), todo, bar)
 

@@ -161,6 +161,44 @@ def test_every_artifact_says_where_its_ops_run(exported):
     assert "placement" not in load_manifest(out / "export" / "coreml-fp32")  # Core ML places ops at load
 
 
+@pytest.mark.parametrize("where, name", [("export", "executorch-fp32"), ("export", "executorch-int8"),
+                                         (f"{ONET}/export", "executorch-int8")])
+def test_each_pte_has_a_bundled_program_of_held_out_faces_that_its_runtime_verifies(exported, where, name):
+    """model.bpte beside each XNNPACK .pte: the same program and, as test cases, the run's held-out
+    faces with the program's own outputs, which ExecuTorch's bundled-program check reproduces; an
+    expected output moved by 0.5 fails that check."""
+    from executorch.devtools.bundled_program.serialize import (_bundled_program_schema_to_flatbuffer,
+                                                               deserialize_from_flatbuffer_to_bundled_program)
+    from executorch.extension.pybindings.portable_lib import _load_bundled_program_from_buffer
+
+    from ktedge.atomic import sha256_file
+
+    out, cfg, *_ = exported
+    folder = out / where / name
+    manifest = load_manifest(folder)
+    entry = manifest["bundled_program"]
+    path = folder / entry["file"]
+    assert entry["sha256"] == sha256_file(path) and entry["method"] == "forward" and entry["cases"] == 4
+    buffer = path.read_bytes()
+    bundle = _load_bundled_program_from_buffer(buffer)
+    runner = open_runner(folder)
+    schema = deserialize_from_flatbuffer_to_bundled_program(buffer)
+    (suite,) = schema.method_test_suites
+    run_cfg = load_config(out / where.removesuffix("export") / "config.yaml") if where != "export" else cfg
+    faces = split_faces(run_cfg, "test", n=4).tensors()["image"].numpy()
+    for i, case in enumerate(suite.test_cases):
+        (x,) = (np.frombuffer(v.val.data, np.float32).reshape(v.val.sizes) for v in case.inputs)
+        np.testing.assert_array_equal(x, faces[i:i + 1])  # a real held-out face, as the runtime is fed
+        got = bundle.verify_result_with_bundled_expected_output("forward", i, 1e-5, 1e-6)
+        for y, want in zip(got, runner(x)):
+            np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-6)
+    expected = suite.test_cases[0].expected_outputs[0].val
+    expected.data = (np.frombuffer(expected.data, np.float32) + 0.5).tobytes()
+    moved = _load_bundled_program_from_buffer(_bundled_program_schema_to_flatbuffer(schema))
+    with pytest.raises(RuntimeError, match="verification failed"):
+        moved.verify_result_with_bundled_expected_output("forward", 0, 1e-5, 1e-6)
+
+
 def test_a_manifest_with_a_wrong_hash_or_a_missing_field_is_refused(exported, tmp_path):
     out, _, _, _ = exported
     d = tmp_path / "tflite-fp32"
