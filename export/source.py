@@ -23,6 +23,7 @@ class ExportSource:
     example: torch.Tensor  # (1, 3, S, S): one of the run's faces
     observer: str
     held_out: torch.Tensor | None = None  # (N, 3, S, S): held-out faces an artifact carries (a BundledProgram)
+    calibration: torch.Tensor | None = None  # (N, 3, S, S): the quantize stage's calibration faces
     quantized: dict[str, nn.Module] = field(default_factory=dict)  # backend -> converted int8 PT2E module
     quantized_files: dict[str, Path] = field(default_factory=dict)  # backend -> a runtime's own int8 file (onnx)
     quantization: dict[str, dict] = field(default_factory=dict)  # backend -> the manifest's quantization entry
@@ -57,11 +58,12 @@ def quantized_program(deployable: Deployable, run: Path, backend: str) -> tuple[
 
 
 def export_source(deployable: Deployable, run: Path, backends: list[str], example: torch.Tensor,
-                  observer: str, held_out: torch.Tensor | None = None) -> ExportSource:
+                  observer: str, held_out: torch.Tensor | None = None,
+                  calibration: torch.Tensor | None = None) -> ExportSource:
     """The deployable and, for each of `backends`, the int8 program the quantize stage made of it."""
     one = export_program(deployable.program.module(), example, dynamic_batch=False)
     src = ExportSource(deployable=deployable, program=one, example=example, observer=observer, held_out=held_out,
-                       program_sha256={"fp32": deployable.sha256})
+                       calibration=calibration, program_sha256={"fp32": deployable.sha256})
     for backend in backends:
         path, record, calibration = quantized_program(deployable, run, backend)
         if path.suffix == ".pt2":

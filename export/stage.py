@@ -11,6 +11,8 @@ import re
 import time
 from pathlib import Path
 
+import torch
+
 from ktedge.atomic import atomic_path, read_json, sha256_json, write_json
 from ktedge.config import Config
 from ktedge.deployable import Deployable, deployable_folders, load_deployable
@@ -20,6 +22,7 @@ from ktedge.export.registry import Exporter, exporters, formats, reference_expor
 from ktedge.export.source import ExportSource, export_source, quantized_program
 from ktedge.model.data.datasets import split_faces
 from ktedge.progress import console, converter_log, is_verbose, progress, quiet_library_logs
+from ktedge.quantize.calibration import calibration_set
 
 # Op names as converters write them: aten::foo, aten.foo, torch.ops.aten.foo, or "foo op:".
 _OP = re.compile(r"(?:aten[:._]+|torch\.ops\.aten\.)([A-Za-z0-9_]+)|\b([a-z][a-z0-9_]*) op\b")
@@ -175,7 +178,9 @@ def export_deployable(cfg_dict: dict, run: str, folder: str, verbose: bool) -> l
     example = split_faces(cfg, "calibration", n=1).tensors()["image"].clone()
     held_out = split_faces(cfg, "test", n=BUNDLED_FACES).tensors()["image"].clone()
     backends = [b for b in cfg.quantize.backends if any(e.backend == b for e in todo)]
-    src = export_source(deployable, run_dir, backends, example, cfg.quantize.observer, held_out)
+    # The int8-I/O file's output scales are set on the calibration faces, as its activations' were.
+    calibration = torch.from_numpy(calibration_set(cfg)[0]) if "tflite" in backends else None
+    src = export_source(deployable, run_dir, backends, example, cfg.quantize.observer, held_out, calibration)
     with progress() as bar:
         return export_artifacts(src, _dest(run_dir, Path(folder)), todo, bar)
 

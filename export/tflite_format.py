@@ -86,32 +86,118 @@ class FloatInput(torch.nn.Module):
         return self.module(torch.relu(x))
 
 
-def _int8_file(src: ExportSource, path: Path, float_input: bool) -> None:
+class QuantizedOutputs(torch.nn.Module):
+    """The int8 graph with each output it computes in float quantized and dequantized by `qparams`
+    (None: the graph already ends that output on a dequantize). On that pair litert-torch lowers the
+    op before it in int8 (the landmark head's last ADD, a read-out softmax) and the interface tool
+    strips the DEQUANTIZE: the file returns int8 with that scale."""
+
+    def __init__(self, module: torch.nn.Module, qparams: list[tuple[float, int] | None]):
+        super().__init__()
+        self.module, self.qparams = module, qparams
+        self.training = False  # an exported graph is its eval form (see _nhwc)
+
+    def forward(self, x: torch.Tensor):
+        ys = self.module(x)
+        single = isinstance(ys, torch.Tensor)
+        q = torch.ops.quantized_decomposed
+        out = tuple(y if p is None else q.dequantize_per_tensor(
+            q.quantize_per_tensor(y, p[0], p[1], -128, 127, torch.int8), p[0], p[1], -128, 127, torch.int8)
+            for y, p in zip((ys,) if single else ys, self.qparams))
+        return out[0] if single else out
+
+
+# The int8 output scale and zero point TFLite's kernels require of these ops.
+FIXED_OUTPUT = {"softmax": (1 / 256, -128), "sigmoid": (1 / 256, -128), "tanh": (1 / 128, 0)}
+
+
+def output_producers(module: torch.fx.GraphModule) -> list[str]:
+    """The op computing each output of a converted int8 graph, e.g. 'quantized_decomposed.dequantize_per_tensor.default'."""
+    (node,) = [n for n in module.graph.nodes if n.op == "output"]
+    return [str(n.target) for n in (node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],))]
+
+
+def ends_int8(module: torch.fx.GraphModule) -> list[bool]:
+    """Per output: whether the int8 graph computes it in int8 (it ends on a dequantize)."""
+    return [target.startswith("quantized_decomposed.dequantize") for target in output_producers(module)]
+
+
+class FloatOutputs(torch.nn.Module):
+    """The int8 graph with float outputs where `which`. litert-torch folds an output's last
+    DEQUANTIZE into the output tensor, as it folds the input's QUANTIZE, so a float-I/O file
+    returned int8 where the graph ends on an int8 op (the O-Net's box and points); relu(y) -
+    relu(-y), which is y, leaves float ops at the end (inside XNNPACK's partition) and the output
+    float. (relu(y) + min(y, 0) did too, but its MINIMUM went int8 and outside XNNPACK.)"""
+
+    def __init__(self, module: torch.nn.Module, which: list[bool]):
+        super().__init__()
+        self.module, self.which = module, which
+        self.training = False  # an exported graph is its eval form (see _nhwc)
+
+    def forward(self, x: torch.Tensor):
+        ys = self.module(x)
+        single = isinstance(ys, torch.Tensor)
+        out = tuple(torch.relu(y) - torch.relu(-y) if w else y
+                    for y, w in zip((ys,) if single else ys, self.which))
+        return out[0] if single else out
+
+
+def output_qparams(module: torch.fx.GraphModule, faces: torch.Tensor) -> list[tuple[float, int] | None]:
+    """Per output of the converted int8 graph: None where it already ends on a dequantize (it is
+    int8 in the file); TFLite's fixed parameters for a softmax, sigmoid or tanh; else asymmetric
+    int8 over what the calibration `faces` (N, 3, S, S) give, 0 included."""
+    producers = output_producers(module)
+    with torch.no_grad():
+        runs = [module(faces[i:i + 1]) for i in range(len(faces))]
+    runs = [(r,) if isinstance(r, torch.Tensor) else tuple(r) for r in runs]
+    qparams: list[tuple[float, int] | None] = []
+    for k, target in enumerate(producers):
+        if target.startswith("quantized_decomposed.dequantize"):
+            qparams.append(None)
+        elif fixed := next((q for op, q in FIXED_OUTPUT.items() if op in target), None):
+            qparams.append(fixed)
+        else:
+            values = torch.cat([r[k].reshape(-1) for r in runs])
+            lo, hi = min(0.0, float(values.min())), max(0.0, float(values.max()))
+            scale = (hi - lo) / 255 if hi > lo else 1.0
+            qparams.append((scale, int(np.clip(round(-128 - lo / scale), -128, 127))))
+    return qparams
+
+
+def _int8_file(src: ExportSource, path: Path, int8_io: bool) -> None:
+    """The int8 graph as a .tflite: float in and out (FloatInput, FloatOutputs), or with every
+    output quantized (QuantizedOutputs) for the int8-I/O file, whose input litert-torch makes int8."""
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 
     from ktedge.quantize.quantizers import make_quantizer
 
-    module, args = _nhwc(src.quantized["tflite"], src)
+    module = src.quantized["tflite"]
+    if int8_io:
+        module = QuantizedOutputs(module, output_qparams(module, src.calibration))
+    elif any(ends_int8(module)):
+        module = FloatOutputs(module, ends_int8(module))
+    module, args = _nhwc(module, src)
     quantizer = make_quantizer("tflite", src.observer, src.quantization["tflite"]["float_layers"])
-    module = FloatInput(module) if float_input else module
+    module = module if int8_io else FloatInput(module)
     litert_torch.convert(module, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
 
 
 def _int8(src: ExportSource, path: Path) -> dict:
-    _int8_file(src, path, float_input=True)
-    return {**_manifest_io(path), "notes": ["float input, quantized in the file (RELU, QUANTIZE)"]}
+    _int8_file(src, path, int8_io=False)
+    return {**_manifest_io(path), "notes": ["float input, quantized in the file (RELU, QUANTIZE); float outputs"]}
 
 
 def _int8_io(src: ExportSource, path: Path) -> dict:
     from ai_edge_litert import _pywrap_modify_model_interface
 
-    float_io = path.with_name("float_io" + path.suffix)
-    _int8_file(src, float_io, float_input=False)  # its input is int8 already
+    unstripped = path.with_name("unstripped" + path.suffix)
+    _int8_file(src, unstripped, int8_io=True)
     # The LiteRT tool that strips the boundary QUANTIZE/DEQUANTIZE ops; a tensor with no such op
-    # beside it (e.g. an output computed in float) keeps its float type, and the manifest says so.
-    _pywrap_modify_model_interface.modify_model_interface(str(float_io), str(path), TFLITE_INT8, TFLITE_INT8)
-    float_io.unlink()
+    # beside it (an output the converter still computes in float) keeps its float type, and the
+    # manifest says so.
+    _pywrap_modify_model_interface.modify_model_interface(str(unstripped), str(path), TFLITE_INT8, TFLITE_INT8)
+    unstripped.unlink()
     io = _manifest_io(path)
     notes = [f"{o['tensor']} stays float32: the converter computes it in float" for o in io["outputs"]
              if o["dtype"] == "float32"]

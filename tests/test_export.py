@@ -119,20 +119,30 @@ def test_int8_io_tflite_takes_quantization_parameters_from_its_manifest(exported
         assert np.abs(int_io(images[i:i + 1])[0] - float_io(images[i:i + 1])[0]).max() < 0.02
 
 
-def test_each_int8_tflite_file_has_the_io_types_its_name_and_manifest_say(exported):
+@pytest.mark.parametrize("where", ["export", f"{ONET}/export"])
+def test_each_int8_tflite_file_has_the_io_types_its_name_and_manifest_say(exported, where):
     """tflite-int8 is float I/O: it takes and returns float32 (quantizing inside); tflite-int8-int8io
-    takes int8. Read from each file itself, and the manifest says the same."""
+    takes and returns int8, every output (the KT model's landmarks after a last add, the O-Net's
+    box, points and softmax probabilities) with the scale and zero point the manifest states. Read
+    from each file itself."""
     from ai_edge_litert.interpreter import Interpreter
 
     out, *_ = exported
     for name, want in (("tflite-int8", np.float32), ("tflite-int8-int8io", np.int8)):
-        d = out / "export" / name
+        d = out / where / name
         m = load_manifest(d)
         it = Interpreter(model_path=str(d / m["file"]))
         assert it.get_input_details()[0]["dtype"] == want and m["input"]["dtype"] == np.dtype(want).name, name
-        if want == np.float32:
-            assert [o["dtype"] for o in it.get_output_details()] == [np.float32] * len(m["outputs"])
-            assert all(o["dtype"] == "float32" for o in m["outputs"])
+        runner = it.get_signature_runner()
+        outputs = runner.get_output_details()
+        for o in m["outputs"]:
+            detail = outputs[o["tensor"]]
+            assert detail["dtype"] == want and o["dtype"] == np.dtype(want).name, (name, o["name"])
+            scale, zero = detail["quantization"]
+            assert (o["quantization"] is None) == (want == np.float32), (name, o)
+            if o["quantization"] is not None:
+                assert (o["quantization"]["scale"], o["quantization"]["zero_point"]) == (pytest.approx(scale), zero)
+        assert "notes" not in m or not any("stays float32" in n for n in m["notes"]), m.get("notes")
 
 
 def test_every_artifact_says_where_its_ops_run(exported):
