@@ -108,9 +108,10 @@ def blazeface_run(tmp_path_factory):
     return deploy_published("blazeface", tmp_path_factory.mktemp("blazeface"), BLAZEFACE_ARTIFACTS)
 
 
-# `make test` runs two pytest workers (-n 2 --dist loadgroup): the systems' own trainings and the
-# import tests on one, everything else on the other, where the session fixtures above (a trained and exported tiny run)
-# are built once and shared. The two groups are given to xdist's scheduler directly: xdist_group
+# `make test` runs two pytest workers (-n 2 --dist loadgroup): the tests that build runs of their
+# own (the systems' trainings, the import tests, FaceMesh's deployment) on one, everything else on
+# the other, where the session fixtures above (a trained and exported tiny run, the deployed
+# detector) are built once and shared. The two groups are given to xdist's scheduler directly: xdist_group
 # marks reach it by a suffix xdist writes into the test ids, which pytest 9.2's structured ids
 # silently drop (pytest-xdist#1386), and each worker then built the exported run and the systems'
 # fixtures again. A worker uses one thread, and so do the `ktedge` processes it starts.
@@ -122,8 +123,10 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SystemsApart(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            # test_import trains and imports its own model: it needs neither shared run
-            return "systems" if nodeid.startswith(("tests/test_systems.py", "tests/test_import.py")) else "pipeline"
+            # test_import trains and imports its own model, test_published_facemesh deploys its own:
+            # neither needs a shared run, and the shared runs' group is the longer one.
+            own_runs = ("tests/test_systems.py", "tests/test_import.py", "tests/test_published_facemesh.py")
+            return "systems" if nodeid.startswith(own_runs) else "pipeline"
 
     return SystemsApart(config, log)
 
