@@ -4,6 +4,7 @@ to_channel_last_io; the manifest records what the converted file really has."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -86,25 +87,37 @@ class FloatInput(torch.nn.Module):
         return self.module(torch.relu(x))
 
 
-class QuantizedOutputs(torch.nn.Module):
-    """The int8 graph with each output it computes in float quantized and dequantized by `qparams`
-    (None: the graph already ends that output on a dequantize). On that pair litert-torch lowers the
-    op before it in int8 (the landmark head's last ADD, a read-out softmax) and the interface tool
-    strips the DEQUANTIZE: the file returns int8 with that scale."""
+class EachOutput(torch.nn.Module):
+    """The int8 graph with `ops[k]` applied to its k-th output (None: left as it is)."""
 
-    def __init__(self, module: torch.nn.Module, qparams: list[tuple[float, int] | None]):
+    def __init__(self, module: torch.nn.Module, ops: list[Callable[[torch.Tensor], torch.Tensor] | None]):
         super().__init__()
-        self.module, self.qparams = module, qparams
+        self.module, self.ops = module, ops
         self.training = False  # an exported graph is its eval form (see _nhwc)
 
     def forward(self, x: torch.Tensor):
         ys = self.module(x)
         single = isinstance(ys, torch.Tensor)
-        q = torch.ops.quantized_decomposed
-        out = tuple(y if p is None else q.dequantize_per_tensor(
-            q.quantize_per_tensor(y, p[0], p[1], -128, 127, torch.int8), p[0], p[1], -128, 127, torch.int8)
-            for y, p in zip((ys,) if single else ys, self.qparams))
+        out = tuple(y if op is None else op(y) for y, op in zip((ys,) if single else ys, self.ops))
         return out[0] if single else out
+
+
+def requantized(scale: float, zero_point: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An output quantized and dequantized again. On that pair litert-torch lowers the op before it
+    in int8 (the landmark head's last ADD, a read-out softmax) and the interface tool strips the
+    DEQUANTIZE: the int8-I/O file returns that output int8 with this scale."""
+    q = torch.ops.quantized_decomposed
+    return lambda y: q.dequantize_per_tensor(q.quantize_per_tensor(y, scale, zero_point, -128, 127, torch.int8),
+                                             scale, zero_point, -128, 127, torch.int8)
+
+
+def float_tail(y: torch.Tensor) -> torch.Tensor:
+    """relu(y) - relu(-y), which is y, in float. litert-torch folds an output's last DEQUANTIZE into
+    the output tensor, as it folds the input's QUANTIZE, so a float-I/O file returned int8 where the
+    graph ends on an int8 op (the O-Net's box and points); these float ops at the end (inside
+    XNNPACK's partition) keep it float. (relu(y) + min(y, 0) did too, but its MINIMUM went int8 and
+    outside XNNPACK.)"""
+    return torch.relu(y) - torch.relu(-y)
 
 
 # The int8 output scale and zero point TFLite's kernels require of these ops.
@@ -120,26 +133,6 @@ def output_producers(module: torch.fx.GraphModule) -> list[str]:
 def ends_int8(module: torch.fx.GraphModule) -> list[bool]:
     """Per output: whether the int8 graph computes it in int8 (it ends on a dequantize)."""
     return [target.startswith("quantized_decomposed.dequantize") for target in output_producers(module)]
-
-
-class FloatOutputs(torch.nn.Module):
-    """The int8 graph with float outputs where `which`. litert-torch folds an output's last
-    DEQUANTIZE into the output tensor, as it folds the input's QUANTIZE, so a float-I/O file
-    returned int8 where the graph ends on an int8 op (the O-Net's box and points); relu(y) -
-    relu(-y), which is y, leaves float ops at the end (inside XNNPACK's partition) and the output
-    float. (relu(y) + min(y, 0) did too, but its MINIMUM went int8 and outside XNNPACK.)"""
-
-    def __init__(self, module: torch.nn.Module, which: list[bool]):
-        super().__init__()
-        self.module, self.which = module, which
-        self.training = False  # an exported graph is its eval form (see _nhwc)
-
-    def forward(self, x: torch.Tensor):
-        ys = self.module(x)
-        single = isinstance(ys, torch.Tensor)
-        out = tuple(torch.relu(y) - torch.relu(-y) if w else y
-                    for y, w in zip((ys,) if single else ys, self.which))
-        return out[0] if single else out
 
 
 def output_qparams(module: torch.fx.GraphModule, faces: torch.Tensor) -> list[tuple[float, int] | None]:
@@ -165,8 +158,8 @@ def output_qparams(module: torch.fx.GraphModule, faces: torch.Tensor) -> list[tu
 
 
 def _int8_file(src: ExportSource, path: Path, int8_io: bool) -> None:
-    """The int8 graph as a .tflite: float in and out (FloatInput, FloatOutputs), or with every
-    output quantized (QuantizedOutputs) for the int8-I/O file, whose input litert-torch makes int8."""
+    """The int8 graph as a .tflite: float in and out (FloatInput, float_tail), or with every output
+    quantized (requantized) for the int8-I/O file, whose input litert-torch makes int8."""
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 
@@ -174,10 +167,10 @@ def _int8_file(src: ExportSource, path: Path, int8_io: bool) -> None:
 
     module = src.quantized["tflite"]
     if int8_io:
-        module = QuantizedOutputs(module, output_qparams(module, src.calibration))
-    elif any(ends_int8(module)):
-        module = FloatOutputs(module, ends_int8(module))
-    module, args = _nhwc(module, src)
+        ops = [None if p is None else requantized(*p) for p in output_qparams(module, src.calibration)]
+    else:
+        ops = [float_tail if int8 else None for int8 in ends_int8(module)]
+    module, args = _nhwc(EachOutput(module, ops) if any(ops) else module, src)
     quantizer = make_quantizer("tflite", src.observer, src.quantization["tflite"]["float_layers"])
     module = module if int8_io else FloatInput(module)
     litert_torch.convert(module, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
