@@ -3,10 +3,11 @@ runs, median / p90 / p99, peak memory.
 
 `python -m ktedge.benchmarks.harness --image FACE.npy [--photo PHOTO.npy] artifact:DIR peer:NAME
 pipeline:DETECTOR_DIR|MODEL_DIR ...` loads the targets one after another in this fresh process,
-then times them interleaved (rounds that visit every target in turn), and prints one `KTEDGE_RESULT {json}` line per target. The bench stage
-starts one process per runtime: the runtime's import is paid once, never inside a timed load,
-the process holds no torch unless its runtime needs it, and the int8/fp32, deploy/canonical and
-ensemble/deploy ratios compare targets timed side by side. Memory per target: the process's peak
+then times them interleaved (rounds that visit every target in turn), and prints one
+`KTEDGE_RESULT {json}` line per target. The bench stage starts one process per runtime: the
+runtime's import is paid once, never inside a timed load, the process holds no torch unless its
+runtime needs it, and the int8/fp32, deploy/canonical and ensemble/deploy ratios compare targets
+timed side by side. Memory per target: the process's peak
 RSS while that target loaded and warmed up (the peak is reset between targets) and how far that
 peak rose above the RSS before loading, i.e. the memory the model itself cost."""
 from __future__ import annotations

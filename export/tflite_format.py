@@ -124,15 +124,19 @@ def float_tail(y: torch.Tensor) -> torch.Tensor:
 FIXED_OUTPUT = {"softmax": (1 / 256, -128), "sigmoid": (1 / 256, -128), "tanh": (1 / 128, 0)}
 
 
+DEQUANTIZE = "quantized_decomposed.dequantize"  # the prefix of a converted graph's dequantize ops
+
+
 def output_producers(module: torch.fx.GraphModule) -> list[str]:
-    """The op computing each output of a converted int8 graph, e.g. 'quantized_decomposed.dequantize_per_tensor.default'."""
+    """The op computing each output of a converted int8 graph, e.g.
+    'quantized_decomposed.dequantize_per_tensor.default'."""
     (node,) = [n for n in module.graph.nodes if n.op == "output"]
     return [str(n.target) for n in (node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],))]
 
 
 def ends_int8(module: torch.fx.GraphModule) -> list[bool]:
     """Per output: whether the int8 graph computes it in int8 (it ends on a dequantize)."""
-    return [target.startswith("quantized_decomposed.dequantize") for target in output_producers(module)]
+    return [target.startswith(DEQUANTIZE) for target in output_producers(module)]
 
 
 def output_qparams(module: torch.fx.GraphModule, faces: torch.Tensor) -> list[tuple[float, int] | None]:
@@ -145,7 +149,7 @@ def output_qparams(module: torch.fx.GraphModule, faces: torch.Tensor) -> list[tu
     runs = [(r,) if isinstance(r, torch.Tensor) else tuple(r) for r in runs]
     qparams: list[tuple[float, int] | None] = []
     for k, target in enumerate(producers):
-        if target.startswith("quantized_decomposed.dequantize"):
+        if target.startswith(DEQUANTIZE):
             qparams.append(None)
         elif fixed := next((q for op, q in FIXED_OUTPUT.items() if op in target), None):
             qparams.append(fixed)

@@ -200,7 +200,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     manifest = load_manifest(result["artifact"], verify_hash=False)
     where = "the centred square" if args.no_detect else "face(s) found"
     det = result["detector"]
-    by = f" by {det['artifact'] or 'the PyTorch BlazeFace (the run has no detector artifact in this format)'}" if det else ""
+    fallback = "the PyTorch BlazeFace (the run has no detector artifact in this format)"
+    by = f" by {det['artifact'] or fallback}" if det else ""
     console.print(f"{result['model']} ({result['format']} {result['precision']}) on {args.image}: "
                   f"{len(result['faces'])} {where}{by}")
     if not result["faces"] and result["detector"]:
