@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -114,9 +115,19 @@ def bench_photo(out: Path) -> Path:
     return path
 
 
-def pipeline_targets(targets: list[tuple[str, str, str, Path]]) -> list[tuple[str, str, str, Path]]:
-    """(pipeline target, model, detector target, detector dir) for every model artifact that takes
-    an aligned face and has the run's detector artifact beside it (export/predict.py run_detector)."""
+class Pipeline(NamedTuple):
+    """A model artifact behind the run's detector artifact of its format, timed as one call."""
+    target: str        # pipeline/<model_target>
+    model: str         # the deployable's name
+    model_target: str
+    model_dir: Path
+    detector: str      # the detector artifact's own target
+    detector_dir: Path
+
+
+def pipeline_targets(targets: list[tuple[str, str, str, Path]]) -> list[Pipeline]:
+    """Every model artifact that takes an aligned face and has the run's detector artifact beside
+    it (export/predict.py run_detector)."""
     from ktedge.export.predict import is_detector, run_detector
 
     by_dir = {d: t for t, _, _, d in targets}
@@ -127,7 +138,7 @@ def pipeline_targets(targets: list[tuple[str, str, str, Path]]) -> list[tuple[st
             continue
         detector = run_detector(d)
         if detector is not None and detector in by_dir:
-            pipelines.append((f"pipeline/{target}", model, by_dir[detector], detector))
+            pipelines.append(Pipeline(f"pipeline/{target}", model, target, d, by_dir[detector], detector))
     return pipelines
 
 
@@ -160,12 +171,12 @@ def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, ro
             else:
                 groups.setdefault("tflite", []).append((name, name, "peer", {**manifest, "note": what}))
                 specs[name] = f"peer:{name}"
-        model_dirs = {t: d for t, _, _, d in targets}
-        pipelines = [p for p in pipeline_targets(targets) if p[2] in specs and p[0].removeprefix("pipeline/") in specs]
-        for target, model, detector, detector_dir in pipelines:  # last in their group: they import torch
-            manifest = load_manifest(model_dirs[target.removeprefix("pipeline/")])
-            groups[manifest["format"]].append((target, model, "pipeline", manifest))
-            specs[target] = f"pipeline:{detector_dir}|{model_dirs[target.removeprefix('pipeline/')]}"
+        pipelines = [p for p in pipeline_targets(targets) if p.detector in specs and p.model_target in specs]
+        for p in pipelines:  # last in their group: they import torch
+            manifest = load_manifest(p.model_dir)
+            groups[manifest["format"]].append((p.target, p.model, "pipeline", manifest))
+            specs[p.target] = f"pipeline:{p.detector_dir}|{p.model_dir}"
+        detector_of = {p.target: p.detector for p in pipelines}
         task = bar.add_task("bench host", total=sum(len(g) for g in groups.values()), info="")
         for runtime, group in groups.items():
             bar.update(task, info=f"{runtime} ({len(group)} targets)")
@@ -173,14 +184,15 @@ def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, ro
             for target, model, role, manifest in group:
                 rows[target] = _row(target, model, role, manifest, measured[specs[target]], manifest.get("note"))
                 if role == "pipeline":
-                    rows[target] |= {"detector": next(p[2] for p in pipelines if p[0] == target),
+                    rows[target] |= {"detector": detector_of[target],
                                      **({"faces": measured[specs[target]]["faces"]} if rows[target]["status"] == "ok" else {})}
             bar.update(task, advance=len(group))
     return {"schema": SCHEMA_ID,
             "device": {"kind": "host", "name": platform.node() or "host", "cpu": platform.processor() or platform.machine(),
                        "os": f"{platform.system()} {platform.release()}", "cores": os.cpu_count() or 1},
             "protocol": {"warmup": warmup, "iters": iters, "threads": threads, "rounds": rounds},
-            "results": [rows[t] for t, _, _, _ in [*targets, *pipelines]] + [rows[n] for n in PEERS if n in rows]}
+            "results": [rows[t] for t, _, _, _ in targets] + [rows[p.target] for p in pipelines]
+                       + [rows[n] for n in PEERS if n in rows]}
 
 
 def bench_android(cfg: Config, out: Path, serial: str | None, runner: str, runner_path: str | None, delegate: str,
@@ -196,7 +208,7 @@ def bench_android(cfg: Config, out: Path, serial: str | None, runner: str, runne
     everything = run_targets(out)
     targets = [t for t in everything if t[2] == "deploy"]
     # The app runner also times each model behind the run's detector (the demo screen's frame path).
-    detectors = {p[0].removeprefix("pipeline/"): p for p in pipeline_targets(everything)} if runner == "app" else {}
+    detectors = {p.model_target: p for p in pipeline_targets(everything)} if runner == "app" else {}
     with progress() as bar:
         task = bar.add_task(f"bench {device['name']}", total=len(targets), info="")
         for name, model, role, folder in targets:
@@ -210,19 +222,19 @@ def bench_android(cfg: Config, out: Path, serial: str | None, runner: str, runne
                 pipeline = detectors.get(name)
                 try:
                     m = run_on_device(dev, folder / manifest["file"], runner, runner_path, delegate, warmup, iters,
-                                      threads, detector=pipeline[3] if pipeline else None)
+                                      threads, detector=pipeline.detector_dir if pipeline else None)
                     rows.append({**_row(name, model, role, manifest, {**m, "threads": threads}),
                                  "runtime": runner, "delegate": m["delegate"]})
                     if pipeline:
-                        target, _, detector, detector_dir = pipeline
-                        det = load_manifest(detector_dir)
-                        if detector not in {r["target"] for r in rows}:
-                            rows.append({**_row(detector, det["model"], "published", det,
+                        det = load_manifest(pipeline.detector_dir)
+                        if pipeline.detector not in {r["target"] for r in rows}:
+                            rows.append({**_row(pipeline.detector, det["model"], "published", det,
                                                 {**m["detector"], "threads": threads}),
                                          "runtime": runner, "delegate": m["detector"]["delegate"]})
-                        rows.append({**_row(target, model, "pipeline", manifest, {**m["pipeline"], "threads": threads}),
-                                     "runtime": runner, "delegate": m["pipeline"]["delegate"], "detector": detector,
-                                     "faces": m["pipeline"]["faces"]})
+                        rows.append({**_row(pipeline.target, model, "pipeline", manifest,
+                                            {**m["pipeline"], "threads": threads}),
+                                     "runtime": runner, "delegate": m["pipeline"]["delegate"],
+                                     "detector": pipeline.detector, "faces": m["pipeline"]["faces"]})
                 except DeviceGone as e:
                     gone = str(e)
                     rows.append(_row(name, model, role, manifest, {"error": gone}))
