@@ -35,15 +35,15 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	# The real MTCNN O-Net weights ship inside this wheel; its own metadata pins an old torch,
-	# so it is installed without dependencies and never imported (see model/onet.py).
-	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
 	# MediaPipe's face models (predict's detector, FaceMesh's weights, the bench's peer rows) from its
-	# wheel, which needs numpy<2, and two real photos from insightface's source archive: both are
-	# downloaded (not installed) and the files ktedge uses extracted with their sha256 checked.
+	# wheel, which needs numpy<2, the real MTCNN O-Net's weights from facenet-pytorch's wheel, which
+	# pins an old torch, and two real photos from insightface's source archive: all three are
+	# downloaded (not installed) and the files ktedge uses extracted with their sha256 checked, so
+	# `pip check` holds for the venv.
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: facenet-pytorch==2.6.0 -d $(VENV)/cache
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: mediapipe==0.10.21 -d $(VENV)/cache
 	$(BIN)/pip download --quiet --no-deps --no-binary=:all: insightface==2.1 -d $(VENV)/cache
-	$(BIN)/python -m ktedge.assets $(VENV)/cache/mediapipe-0.10.21-*.whl $(VENV)/cache/insightface-2.1.tar.gz
+	$(BIN)/python -m ktedge.assets $(VENV)/cache/mediapipe-0.10.21-*.whl $(VENV)/cache/facenet_pytorch-2.6.0-*.whl $(VENV)/cache/insightface-2.1.tar.gz
 	touch $(STAMP)
 
 clean:

@@ -5,10 +5,12 @@ sha256 checked; nothing is downloaded at run time.
   FaceMesh network (their weights, read by model/blazeface.py and model/facemesh.py), and the
   bench's peer rows (run in the same LiteRT interpreter as ours). They ship inside the
   mediapipe==0.10.21 wheel, which needs numpy<2 and so is never installed.
+- The MTCNN O-Net's weights (MIT), read by model/onet.py: they ship inside the
+  facenet-pytorch==2.6.0 wheel, whose metadata pins numpy<2 and torch<2.3, so it is never installed.
 - Real photos from the insightface 2.1 source archive (MIT): a 6-person group photo and a
   portrait, for the real-photo checks (model/data/photos.py).
 
-`make install` downloads both archives and runs `python -m ktedge.assets ARCHIVE...`."""
+`make install` downloads the three archives and runs `python -m ktedge.assets ARCHIVE...`."""
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +36,11 @@ PHOTOS = {
     "insightface-tom_hanks": ("insightface-2.1/insightface/data/images/Tom_Hanks_54745.png",
                               "8545da294e8c7c79911169c3915fed8528f1960cd0ed99b92453788ca4275083", "portrait"),
 }
-FILES = {**PEERS, **PHOTOS}
+WEIGHTS = {
+    "facenet-onet": ("facenet_pytorch/data/onet.pt",
+                     "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", "MTCNN O-Net weights"),
+}
+FILES = {**PEERS, **PHOTOS, **WEIGHTS}
 
 
 def assets_dir() -> Path:
@@ -42,13 +48,15 @@ def assets_dir() -> Path:
 
 
 def asset_path(name: str) -> Path | None:
-    """The extracted file of `name` (a key of PEERS or PHOTOS), or None where it is not installed."""
+    """The extracted file of `name` (a key of FILES), or None where it is not installed."""
     path = assets_dir() / Path(FILES[name][0]).name
     return path if path.is_file() else None
 
 
 def installed(name: str) -> Path:
     """The extracted file of `name`, or a KtedgeError saying how to get it."""
+    if name not in FILES:
+        raise KtedgeError(f"'{name}' is not a file ktedge installs (one of {', '.join(FILES)})")
     path = asset_path(name)
     if path is None:
         member, _, what = FILES[name]

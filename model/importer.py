@@ -12,7 +12,6 @@ checked against the original on the run's faces. Every check runs before anythin
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 import yaml
 
+from ktedge.assets import installed
 from ktedge.atomic import sha256_file, sha256_json, write_json, write_text
 from ktedge.config import Config, load_config
 from ktedge.deployable import export_program, write_deployable
@@ -91,15 +91,6 @@ def spec_outputs(spec: dict, shapes: list[list[int]], where: str) -> list[dict]:
                                                    **({"bound": o["bound"]} if "bound" in o else {})}
         outputs.append(entry)
     return outputs
-
-
-def package_file(package: str, path: str) -> Path:
-    """A file inside an installed package, found without importing it."""
-    found = importlib.util.find_spec(package)
-    if found is None or not found.submodule_search_locations:
-        raise KtedgeError(f"the weights come from the {package} package, which is not installed "
-                          f"(`make install` installs it)")
-    return Path(list(found.submodule_search_locations)[0]) / path
 
 
 def from_factory(factory: str, weights: Path | None, example: torch.Tensor) -> torch.export.ExportedProgram:
@@ -181,7 +172,7 @@ def import_model(out: str | Path, spec_path: str | Path, model: str | Path | Non
         if factory is None:
             raise KtedgeError(f"give MODEL (a torch.export .pt2) or --factory pkg.module:fn; {spec_path} names none")
         if weights is None and "weights" in spec:
-            weights = package_file(**spec["weights"])
+            weights = installed(spec["weights"]["asset"])
     size = spec["input"]["size"]
     if model is not None:
         where = str(model)

@@ -1,20 +1,18 @@
 """MTCNN O-Net, the real pre-trained face model, in the project's own definition.
 
 The weights ship as `facenet_pytorch/data/onet.pt` inside the facenet-pytorch wheel (MIT). That
-package pins an old torch, so it is installed with --no-deps and never imported: the file is
-found with importlib.util.find_spec (which does not import) and loaded with weights_only=True.
+package pins an old torch and numpy, so it is never installed: `make install` extracts the file
+with its sha256 checked (ktedge/assets.py), and it is loaded with weights_only=True.
 Layer names match the file, so all 21 tensors load strictly.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ktedge.errors import KtedgeError
 
 ONET_SIZE = 48
 ONET_MEAN, ONET_STD = 127.5, 128.0  # MTCNN's (x - 127.5) * 0.0078125
@@ -53,14 +51,9 @@ class ONet(nn.Module):
 
 
 def onet_weights_path() -> Path:
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise KtedgeError("the MTCNN O-Net weights come from the facenet-pytorch wheel, which is not installed: "
-                          "run `pip install --no-deps facenet-pytorch==2.6.0` (or `make install`)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "onet.pt"
-    if not path.is_file():
-        raise KtedgeError(f"{path}: O-Net weights missing from the installed facenet-pytorch package")
-    return path
+    from ktedge.assets import installed
+
+    return installed("facenet-onet")
 
 
 def load_pretrained_onet() -> ONet:

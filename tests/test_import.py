@@ -25,7 +25,7 @@ SPEC = {"name": "my-agenet", "input": {"size": SIZE, "colour": "RGB", "mean": ME
 QUICK_RUN = ["--set", "quantize.calibration_faces=32", "--set", "quantize.eval_faces=100",
              "--set", "bench.warmup=2", "--set", "bench.iters=10", "--set", "bench.rounds=2"]
 RUNS_HERE = ("executorch-fp32", "executorch-int8", "tflite-fp32", "tflite-fp16", "tflite-int8", "tflite-int8-int8io",
-             "onnx-fp32", "onnx-int8")
+             "onnx-fp32", "onnx-int8", "ethosu-int8-u55", "ethosu-int8-u85")
 
 
 class AgeNet(nn.Module):
@@ -299,11 +299,12 @@ class _Raw(nn.Module):
 
 
 def test_a_shipped_spec_reads_and_names_its_weights():
-    from ktedge.model.importer import package_file, read_spec
+    from ktedge.assets import installed
+    from ktedge.model.importer import read_spec
 
     spec = read_spec(shipped_spec("mtcnn-onet"))
     assert [o["name"] for o in spec["outputs"]] == ["box", "landmarks5", "face_prob"]
-    assert package_file(**spec["weights"]).is_file()
+    assert installed(spec["weights"]["asset"]).is_file()
 
 
 def test_copying_an_imported_run_keeps_it_runnable(imported, tmp_path):
