@@ -38,7 +38,7 @@ def artifact_table(artifacts: list[dict], metric: str) -> str:
     """format x precision x size x metric x drift x latency x speed-up over the format's fp32."""
     arts = [a for a in artifacts if a.get("exported", True)]
     fp32_names = {f: fp for f, (fp, _, _) in ratio_artifacts().items()}
-    fp32 = {a["format"]: (a["latency_ms"] or {}).get("median") for a in arts if a["name"] == fp32_names[a["format"]]}
+    fp32 = {a["format"]: (a["latency_ms"] or {}).get("median") for a in arts if a["name"] == fp32_names.get(a["format"])}
     rows = []
     for a in arts:
         lat = a["latency_ms"] or {}
@@ -47,7 +47,8 @@ def artifact_table(artifacts: list[dict], metric: str) -> str:
         rows.append([a["format"], f"{a['precision']} ({a['variant']})", f"{a['size_bytes'] / 1e6:.2f} MB",
                      _f(a["metric"]), _f(None if a["drift_rel"] is None else 100 * a["drift_rel"], ".2f", "%"),
                      _gate(a), _f(lat.get("median")), _f(lat.get("p90")),
-                     "not run here" if a.get("bench_status") == "skipped" else speedup])
+                     f"NPU: Vela est. {npu['inference_ms']:.2f} ms" if (npu := a.get("npu_estimate"))
+                     else "not run here" if a.get("bench_status") == "skipped" else speedup])
     failed = [[a["format"], a["precision"], "-", "-", "-", f"**export failed**: {a.get('error', '')[:120]}", "-", "-",
                "-"] for a in artifacts if not a.get("exported", True)]
     return _md_table(["format", "precision", "size", metric, "drift", "gate", "median ms", "p90 ms",
@@ -65,6 +66,23 @@ def placement_table(artifacts: list[dict]) -> str:
             for a in artifacts if (p := a.get("placement"))]
     return _md_table(["artifact", "delegate", "partitions", "ops outside the delegate", "float ops in the int8 graph"],
                      rows)
+
+
+def npu_table(artifacts: list[dict]) -> str | None:
+    """Each Ethos-U program: Vela's estimate for its target, the NPU's share of the ops, and the
+    accuracy of its TOSA graph in the reference model against the float program."""
+    rows = [[a["model"], a["name"], f"{npu['target']} ({npu['system_config']}, {npu['clock_mhz']:.0f} MHz)",
+             _f(npu["inference_ms"]), f"{npu['macs'] / 1e6:.1f} M", f"{npu['sram_kib']:.0f} KiB",
+             f"{npu['off_chip_flash_kib']:.0f} KiB",
+             f"{p['ops_in_delegate']} in {p['partitions']} partition(s); CPU: "
+             + (", ".join(f"{k.split('::')[-1]} x{v}" for k, v in p["outside"].items()) or "none")
+             if (p := a.get("placement")) and "ops_in_delegate" in p else "-",
+             _f(a["metric"]), _f(None if a["drift_rel"] is None else 100 * a["drift_rel"], ".2f", "%"), _gate(a)]
+            for a in artifacts if (npu := a.get("npu_estimate"))]
+    if not rows:
+        return None
+    return _md_table(["model", "artifact", "target", "Vela est. ms", "MACs", "SRAM", "off-chip flash",
+                      "TOSA ops on the NPU", "metric (TOSA ref.)", "drift", "gate"], rows)
 
 
 def train_table(train: dict) -> str:
@@ -259,6 +277,14 @@ def write_report(out: Path, summary: dict) -> Path:
                   "Read from each file in its runtime here (ExecuTorch: the .pte's plan; LiteRT: the nodes after "
                   "XNNPACK delegation; onnxruntime: its optimised graph). Core ML places ops per device at load, "
                   "on Apple only.", "", placement_table(own), ""]
+    if (npu := npu_table(summary["artifacts"])) is not None:
+        parts += ["## Ethos-U NPU programs (Vela's estimate; numerics in the TOSA reference model)", "",
+                  "ExecuTorch's Arm backend lowered each model's EthosUQuantizer int8 program to TOSA and Vela "
+                  "compiled it for the NPU. No Ethos-U (nor Arm's Corstone FVP) is here: the time is Vela's static "
+                  "estimate at its system config's clock, not a measurement; the metric is the TOSA graph Vela "
+                  "compiled, run in tosa-tools' reference model on the same faces as every artifact. "
+                  "QNN (Qualcomm), NeuroPilot (MediaTek) and Exynos NPUs need their vendors' SDKs, which are "
+                  "downloaded from the vendors and not part of this toolkit.", "", npu, ""]
     if summary.get("ratios"):
         parts += ["## Targets", "", ratio_table(summary["ratios"]), ""]
     if latency is not None:

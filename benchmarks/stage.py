@@ -25,7 +25,7 @@ from ktedge.config import Config
 from ktedge.deployable import load_deployable, published_runs
 from ktedge.errors import KtedgeError
 from ktedge.export.manifest import artifact_dir, load_manifest
-from ktedge.export.registry import exporter_of
+from ktedge.export.registry import exporter_of, formats
 from ktedge.export.runtimes import cannot_run
 from ktedge.model.data.datasets import split_faces
 from ktedge.progress import console, progress
@@ -158,6 +158,12 @@ def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, ro
             why = cannot_run(manifest)
             if why is not None:
                 rows[target] = _row(target, model, role, manifest, None, f"{manifest['runtime']}: {why}; not measured here")
+            elif formats()[manifest["format"]].emulated:
+                vela = manifest["ethosu"]["vela"]
+                rows[target] = _row(target, model, role, manifest, None,
+                                    f"an {manifest['ethosu']['target']} program, not timed here (its numerics run in "
+                                    f"the TOSA reference model); Vela's estimate: {vela['inference_ms']:.3f} ms at "
+                                    f"{vela['clock_mhz']:.0f} MHz ({vela['system_config']})")
             else:
                 groups.setdefault(manifest["format"], []).append((target, model, role, manifest))
                 specs[target] = f"artifact:{d}"

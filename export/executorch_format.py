@@ -92,7 +92,7 @@ def _open(path: Path, manifest: dict, threads: int) -> Invoke:
     return invoke
 
 
-def _placement(path: Path) -> dict:
+def pte_placement(path: Path) -> dict:
     """The .pte's own plan: its delegate calls (each a partition the backend compiled) and the
     kernels the portable runtime runs between them, by operator and the dtypes they take."""
     from executorch.exir._serialize._program import deserialize_pte_binary
@@ -125,4 +125,4 @@ FORMAT = Format("executorch", [
              int8_ratio=True),
     Exporter("executorch-fp16-coreml", "executorch", "fp16", "coreml", ".pte", "executorch (Core ML delegate, Apple)",
              None, _coreml_fp16, apple_only=True),
-], open=_open, runtime_modules=["torch", "executorch.runtime"], placement=_placement)
+], open=_open, runtime_modules=["torch", "executorch.runtime"], placement=pte_placement)

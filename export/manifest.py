@@ -13,7 +13,8 @@ from ktedge.errors import KtedgeError
 from ktedge.schema import check, load_schema
 
 SCHEMA_ID = "ktedge.manifest/3"  # 2: each output names its decoding kind; 3: its task, and the deployable it came from
-TOOLS = ("torch", "executorch", "litert-torch", "ai-edge-litert", "coremltools", "onnx", "onnxruntime", "ktedge")
+TOOLS = ("torch", "executorch", "litert-torch", "ai-edge-litert", "coremltools", "onnx", "onnxruntime", "ethos-u-vela",
+         "tosa-tools", "ktedge")
 
 
 def schema() -> dict:

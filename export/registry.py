@@ -48,13 +48,16 @@ class Format:
     # Where the file's ops run, read from the file (manifest `placement`, summary rows, the report):
     # model file -> {"runtime", "delegate", "partitions", "outside": {op: n}, "float_ops": {op: n}, ...}
     placement: Callable[[Path], dict] | None = None
+    # `open` runs a reference of the target's numerics, not the target (the Ethos-U's TOSA graph):
+    # its artifacts are validated here but never timed
+    emulated: bool = False
 
 
 def formats() -> dict[str, Format]:
-    from ktedge.export import coreml_format, executorch_format, onnx_format, tflite_format
+    from ktedge.export import coreml_format, ethosu_format, executorch_format, onnx_format, tflite_format
 
     return {f.name: f for f in (executorch_format.FORMAT, tflite_format.FORMAT, coreml_format.FORMAT,
-                                onnx_format.FORMAT)}
+                                onnx_format.FORMAT, ethosu_format.FORMAT)}
 
 
 def exporters() -> dict[str, list[Exporter]]:
@@ -86,4 +89,4 @@ def reference_exporters() -> list[Exporter]:
     return [e for f in formats().values() for e in f.exporters if e.reference and runs_here(e)]
 
 
-FORMATS = ("executorch", "tflite", "coreml", "onnx")
+FORMATS = ("executorch", "tflite", "coreml", "onnx", "ethosu")

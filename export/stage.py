@@ -94,7 +94,7 @@ def build_manifest(src: ExportSource, exp: Exporter, built: dict, model_path: Pa
                    "origin_sha256": d.record["provenance"]["source"]["sha256"]},
         "tools": tool_versions(),
     }
-    for key in ("bundled_program", "notes"):
+    for key in ("bundled_program", "ethosu", "notes"):
         if built.get(key):
             manifest[key] = built[key]
     fmt = formats()[exp.format]

@@ -151,8 +151,18 @@ def _artifacts(run: Path, latency: dict[str, dict], prefix: str = "") -> list[di
                      "latency_ms": {"median": lat["median"], "p90": lat["p90"]} if lat else None,
                      "bench_status": bench.get("status"), "bench_reason": bench.get("reason"),
                      "runtime": acc.get("runtime") or bench.get("runtime"),
-                     "placement": (read_json(artifact_dir(run, a) / "manifest.json") or {}).get("placement")})
+                     **_from_manifest(read_json(artifact_dir(run, a) / "manifest.json") or {})})
     return rows
+
+
+def _from_manifest(manifest: dict) -> dict:
+    """What an artifact row carries of its manifest: its placement; an NPU program's estimate."""
+    row = {"placement": manifest.get("placement")}
+    if "ethosu" in manifest:
+        vela = manifest["ethosu"]["vela"]
+        row["npu_estimate"] = {"target": manifest["ethosu"]["target"], **{k: vela[k] for k in (
+            "system_config", "clock_mhz", "inference_ms", "macs", "sram_kib", "off_chip_flash_kib")}}
+    return row
 
 
 def against_original(name: str, rows: list[dict], by_target: dict[str, dict]) -> dict | None:

@@ -3,6 +3,8 @@ activations, the activation observer chosen by config, and named layers left in 
 
 - executorch: ExecuTorch's XNNPACKQuantizer.
 - tflite: litert-torch's PT2EQuantizer.
+- ethosu: ExecuTorch's Arm EthosUQuantizer (for the Ethos-U55's TOSA profile, the stricter of the
+  two targets: one program lowers to both), batch 1, the NPU's static shapes.
 - coreml: coremltools 9.0's own PT2E CoreMLQuantizer imports `torch.ao.quantization.quantizer`,
   which torch 2.13 no longer has (it moved to torchao), so it cannot run beside this torch. The
   CoreML W8A8 program uses the XNNPACK quantizer's config, the same scheme Core ML's W8A8
@@ -232,10 +234,25 @@ def _litert(observer: str, qat: bool) -> Quantizer:
     return LiteRTQuantizer().set_global(_with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))
 
 
+def _ethosu(observer: str, qat: bool) -> Quantizer:
+    from executorch.backends.arm.ethosu import EthosUCompileSpec
+    from executorch.backends.arm.quantizer import EthosUQuantizer, get_symmetric_quantization_config
+
+    class BoundedEthosUQuantizer(EthosUQuantizer):
+        def annotate(self, model: GraphModule) -> GraphModule:
+            model = super().annotate(model)
+            annotate_bounded(model)
+            return model
+
+    return BoundedEthosUQuantizer(EthosUCompileSpec("ethos-u55-128")).set_global(
+        _with_observer(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat), observer))
+
+
 # backend -> (quantizer factory, what the manifest says made it)
 BACKENDS: dict[str, tuple[Callable[[str, bool], Quantizer], str]] = {
     "executorch": (_xnnpack, "executorch XNNPACKQuantizer"),
     "tflite": (_litert, "litert_torch PT2EQuantizer"),
+    "ethosu": (_ethosu, "executorch Arm EthosUQuantizer (ethos-u55 TOSA profile)"),
     "coreml": (_xnnpack, "XNNPACKQuantizer config (coremltools' CoreMLQuantizer needs torch.ao.quantization.quantizer, absent in torch 2.13)"),
 }
 
@@ -245,7 +262,9 @@ RUNTIME_BACKENDS = ("onnx",)
 # What each backend writes in quantize/<backend>/.
 PROGRAM_FILE = {**{backend: "model.pt2" for backend in BACKENDS}, "onnx": "model.onnx"}
 # litert-torch lowers float weights wrapped in quantize/dequantize, not pre-folded int8 constants.
-FOLD_QUANTIZE = {"executorch": True, "tflite": False, "coreml": True}
+FOLD_QUANTIZE = {"executorch": True, "tflite": False, "coreml": True, "ethosu": True}
+# An NPU program has static shapes: quantized and gated at batch 1.
+STATIC_BATCH = ("ethosu",)
 
 
 def make_quantizer(backend: str, observer: str, float_layers: list[str], qat: bool = False) -> Quantizer:

@@ -1,6 +1,6 @@
 """`ktedge quantize`: the run's deployable -> one int8 program per backend, behind one task gate.
 
-For each PT2E backend (executorch, tflite, coreml): calibrate on the run's training-split faces,
+For each PT2E backend (executorch, tflite, coreml, ethosu): calibrate on the run's training-split faces,
 convert, measure per-layer SQNR and every task the deployable's outputs answer on labelled
 held-out faces against the float program. While a task misses its gate (quantize/gate.py), the
 layer that loses the most SQNR over its input goes back to float (mixed precision), up to
@@ -26,7 +26,7 @@ from ktedge.model.train import predict_outputs
 from ktedge.progress import converter_log, progress
 from ktedge.quantize.calibration import calibration_digest, calibration_set
 from ktedge.quantize.gate import all_passed, gate_tasks, gate_text, worst_drift
-from ktedge.quantize.quantizers import BACKENDS, FOLD_QUANTIZE, PROGRAM_FILE, make_quantizer
+from ktedge.quantize.quantizers import BACKENDS, FOLD_QUANTIZE, PROGRAM_FILE, STATIC_BATCH, make_quantizer
 from ktedge.quantize.sensitivity import layer_sensitivity
 
 SENSITIVITY_FACES = 32
@@ -83,8 +83,9 @@ def batch_size(deployable: Deployable) -> int:
 
 def quantize_program(program: torch.export.ExportedProgram, backend: str, observer: str, float_layers: list[str],
                      calibration: torch.Tensor, batch: int = 32) -> torch.fx.GraphModule:
-    # prepare_pt2e rewrites the graph it is given: always hand it a fresh module.
-    prepared = prepare_pt2e(program.module(), make_quantizer(backend, observer, float_layers))
+    # prepare_pt2e rewrites the graph it is given: always hand it a fresh module. Without its
+    # input-shape guard (a call_module node), which Arm's annotation passes refuse to trace.
+    prepared = prepare_pt2e(program.module(check_guards=False), make_quantizer(backend, observer, float_layers))
     with torch.no_grad():
         for i in range(0, len(calibration), batch):
             prepared(calibration[i:i + batch])
@@ -123,6 +124,8 @@ def quantize_backend(cfg: Config, out: Path, backend: str, deployable: Deployabl
     program = deployable.program
     images = faces.tensors()["image"]
     batch = batch_size(deployable)
+    if backend in STATIC_BATCH:
+        program, batch = export_program(program.module(), images[:1], dynamic_batch=False), 1
     float_gm = program.module()
     float_layers: list[str] = []
     attempts = []

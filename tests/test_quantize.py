@@ -26,7 +26,7 @@ def quantized(exported):
 
 def test_quantize_writes_each_backend_and_meets_the_landmark_gate(quantized):
     out, cfg, results = quantized
-    assert set(results) == {"executorch", "tflite", "coreml", "onnx"}
+    assert set(results) == {"executorch", "tflite", "coreml", "onnx", "ethosu"}
     deploy = json.loads((out / "fuse" / "deployable.json").read_text())["program"]["sha256"]
     for backend, r in results.items():
         d = out / "quantize" / backend
