@@ -143,7 +143,8 @@ def test_deploy_from_python_gives_the_cli_artifacts_byte_for_byte(imported, user
     only = ["executorch-int8", "tflite-int8", "onnx-int8", "tflite-fp32"]
     data = {"format": "csv", "train_dir": str(root / "faces" / "train"), "val_dir": str(root / "faces" / "val")}
     result = ktedge.deploy(model, example, SPEC, out=tmp_path / "notebook", data=data,
-                           overrides=[{"quantize": {"calibration_faces": 32, "eval_faces": 100},
+                           overrides=[{"quantize": {"calibration_faces": 32, "eval_faces": 100,
+                                                    "backends": ["executorch", "tflite", "onnx"]},  # what `only` needs
                                        "export": {"only": only}, "bench": {"warmup": 1, "iters": 5, "rounds": 1}}])
     cli = {a["name"]: a["sha256"] for a in summary["artifacts"] if a["name"] in only}
     assert {a["name"]: a["sha256"] for a in result["artifacts"]} == cli
