@@ -40,6 +40,7 @@ $(STAMP): pyproject.toml
 	# pins an old torch, and two real photos from insightface's source archive: all three are
 	# downloaded (not installed) and the files ktedge uses extracted with their sha256 checked, so
 	# `pip check` holds for the venv.
+	-$(BIN)/pip uninstall --quiet --yes facenet-pytorch 2>/dev/null  # a venv an older Makefile installed it in
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: facenet-pytorch==2.6.0 -d $(VENV)/cache
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: mediapipe==0.10.21 -d $(VENV)/cache
 	$(BIN)/pip download --quiet --no-deps --no-binary=:all: insightface==2.1 -d $(VENV)/cache

@@ -108,7 +108,11 @@ def artifact_loader(artifact_dir: Path, face: np.ndarray, threads: int) -> tuple
     """-> (load, the face at the artifact's crop size)."""
     from ktedge.export.runtimes import open_runner
 
+    from ktedge.export.registry import formats
+
     manifest = import_runtime(artifact_dir)
+    if formats()[manifest["format"]].estimate is not None:  # its runtime here is a reference, not the target
+        raise KtedgeError(f"{artifact_dir}: {manifest['runtime']}; it is not timed here")
     size = manifest["preprocessing"]["crop_size"]
     return lambda: open_runner(artifact_dir, threads=threads), resize(face, size, size)
 

@@ -47,7 +47,7 @@ def artifact_table(artifacts: list[dict], metric: str) -> str:
         rows.append([a["format"], f"{a['precision']} ({a['variant']})", f"{a['size_bytes'] / 1e6:.2f} MB",
                      _f(a["metric"]), _f(None if a["drift_rel"] is None else 100 * a["drift_rel"], ".2f", "%"),
                      _gate(a), _f(lat.get("median")), _f(lat.get("p90")),
-                     f"NPU: Vela est. {npu['inference_ms']:.2f} ms" if (npu := a.get("npu_estimate"))
+                     f"NPU: {npu['by']} est. {npu['inference_ms']:.2f} ms" if (npu := a.get("npu_estimate"))
                      else "not run here" if a.get("bench_status") == "skipped" else speedup])
     failed = [[a["format"], a["precision"], "-", "-", "-", f"**export failed**: {a.get('error', '')[:120]}", "-", "-",
                "-"] for a in artifacts if not a.get("exported", True)]
@@ -275,8 +275,9 @@ def write_report(out: Path, summary: dict) -> Path:
     if any(a.get("placement") for a in own):
         parts += ["## Where the ops run", "",
                   "Read from each file in its runtime here (ExecuTorch: the .pte's plan; LiteRT: the nodes after "
-                  "XNNPACK delegation; onnxruntime: its optimised graph). Core ML places ops per device at load, "
-                  "on Apple only.", "", placement_table(own), ""]
+                  "XNNPACK delegation; onnxruntime: its optimised graph; Ethos-U: the .pte's plan, the input's "
+                  "quantize and the outputs' dequantize on the CPU by design). Core ML places ops per device at "
+                  "load, on Apple only.", "", placement_table(own), ""]
     if (npu := npu_table(summary["artifacts"])) is not None:
         parts += ["## Ethos-U NPU programs (Vela's estimate; numerics in the TOSA reference model)", "",
                   "ExecuTorch's Arm backend lowered each model's EthosUQuantizer int8 program to TOSA and Vela "

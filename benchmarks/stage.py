@@ -158,12 +158,12 @@ def bench_host(cfg: Config, out: Path, threads: int, warmup: int, iters: int, ro
             why = cannot_run(manifest)
             if why is not None:
                 rows[target] = _row(target, model, role, manifest, None, f"{manifest['runtime']}: {why}; not measured here")
-            elif formats()[manifest["format"]].emulated:
-                vela = manifest["ethosu"]["vela"]
+            elif (estimate := formats()[manifest["format"]].estimate) is not None:
+                e = estimate(manifest)
                 rows[target] = _row(target, model, role, manifest, None,
-                                    f"an {manifest['ethosu']['target']} program, not timed here (its numerics run in "
-                                    f"the TOSA reference model); Vela's estimate: {vela['inference_ms']:.3f} ms at "
-                                    f"{vela['clock_mhz']:.0f} MHz ({vela['system_config']})")
+                                    f"an {e['target']} program, not timed here (what runs here: {manifest['runtime']}); "
+                                    f"{e['by']}'s estimate: {e['inference_ms']:.3f} ms at {e['clock_mhz']:.0f} MHz "
+                                    f"({e['system_config']})")
             else:
                 groups.setdefault(manifest["format"], []).append((target, model, role, manifest))
                 specs[target] = f"artifact:{d}"

@@ -1,1 +1,1 @@
-"""Exporters (ExecuTorch, TFLite, CoreML, ONNX) and validation in each runtime."""
+"""Exporters (ExecuTorch, TFLite, CoreML, ONNX, Ethos-U) and validation in each runtime."""

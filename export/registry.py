@@ -48,9 +48,10 @@ class Format:
     # Where the file's ops run, read from the file (manifest `placement`, summary rows, the report):
     # model file -> {"runtime", "delegate", "partitions", "outside": {op: n}, "float_ops": {op: n}, ...}
     placement: Callable[[Path], dict] | None = None
-    # `open` runs a reference of the target's numerics, not the target (the Ethos-U's TOSA graph):
-    # its artifacts are validated here but never timed
-    emulated: bool = False
+    # Where `open` runs a reference of the target's numerics, not the target (the Ethos-U's TOSA
+    # graph): its artifacts are validated here but never timed; manifest -> the target's own speed
+    # estimate {"target", "by", "inference_ms", ...}, what the bench and summary quote instead
+    estimate: Callable[[dict], dict] | None = None
 
 
 def formats() -> dict[str, Format]:

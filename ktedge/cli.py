@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     imp.set_defaults(fn=cmd_import)
     stage("quantize", "deployable -> int8 program per backend, with a task-accuracy gate", cmd_quantize, config=True)
-    stage("export", "deployable + int8 programs -> ExecuTorch, TFLite, Core ML, ONNX artifacts + manifests",
+    stage("export", "deployable + int8 programs -> ExecuTorch, TFLite, Core ML, ONNX, Ethos-U artifacts + manifests",
           cmd_export, config=True)
     stage("validate", "every artifact in its own runtime on labelled held-out faces", cmd_validate, config=True)
     bench = stage("bench", "latency of every artifact (host runtimes, or an Android phone over adb)", cmd_bench,

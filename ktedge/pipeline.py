@@ -156,12 +156,14 @@ def _artifacts(run: Path, latency: dict[str, dict], prefix: str = "") -> list[di
 
 
 def _from_manifest(manifest: dict) -> dict:
-    """What an artifact row carries of its manifest: its placement; an NPU program's estimate."""
+    """What an artifact row carries of its manifest: its placement; where its format is not timed
+    here, the target's own speed estimate."""
+    from ktedge.export.registry import formats
+
     row = {"placement": manifest.get("placement")}
-    if "ethosu" in manifest:
-        vela = manifest["ethosu"]["vela"]
-        row["npu_estimate"] = {"target": manifest["ethosu"]["target"], **{k: vela[k] for k in (
-            "system_config", "clock_mhz", "inference_ms", "macs", "sram_kib", "off_chip_flash_kib")}}
+    estimate = formats()[manifest["format"]].estimate if manifest else None
+    if estimate is not None:
+        row["npu_estimate"] = estimate(manifest)
     return row
 
 

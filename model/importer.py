@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from ktedge.assets import installed
+from ktedge.assets import WEIGHTS, installed
 from ktedge.atomic import sha256_file, sha256_json, write_json, write_text
 from ktedge.config import Config, load_config
 from ktedge.deployable import export_program, write_deployable
@@ -172,7 +172,11 @@ def import_model(out: str | Path, spec_path: str | Path, model: str | Path | Non
         if factory is None:
             raise KtedgeError(f"give MODEL (a torch.export .pt2) or --factory pkg.module:fn; {spec_path} names none")
         if weights is None and "weights" in spec:
-            weights = installed(spec["weights"]["asset"])
+            asset = spec["weights"]["asset"]
+            if asset not in WEIGHTS:
+                raise KtedgeError(f"{spec_path}: weights.asset '{asset}' is not a state dict ktedge installs "
+                                  f"(one of {', '.join(WEIGHTS)})")
+            weights = installed(asset)
     size = spec["input"]["size"]
     if model is not None:
         where = str(model)

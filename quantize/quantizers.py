@@ -105,8 +105,9 @@ def readout_tail(softmax: Node) -> list[Node]:
 
 
 class FloatLayers(Quantizer):
-    """A backend quantizer with the named layers left in float (mixed precision). Neither backend
-    quantizer accepts `set_module_name(name, None)`, so the wrapper drops their annotations."""
+    """A backend quantizer with the named layers left in float (mixed precision). Neither the
+    XNNPACK nor litert-torch's quantizer accepts `set_module_name(name, None)`, so the wrapper
+    drops their annotations."""
 
     def __init__(self, inner: Quantizer, names: list[str]):
         super().__init__()
@@ -263,8 +264,9 @@ RUNTIME_BACKENDS = ("onnx",)
 PROGRAM_FILE = {**{backend: "model.pt2" for backend in BACKENDS}, "onnx": "model.onnx"}
 # litert-torch lowers float weights wrapped in quantize/dequantize, not pre-folded int8 constants.
 FOLD_QUANTIZE = {"executorch": True, "tflite": False, "coreml": True, "ethosu": True}
-# An NPU program has static shapes: quantized and gated at batch 1.
-STATIC_BATCH = ("ethosu",)
+# An NPU program has static shapes (quantized and gated at batch 1) and is integer only: no layer
+# can go back to float, so the gate gets no fallback.
+NPU_BACKENDS = ("ethosu",)
 
 
 def make_quantizer(backend: str, observer: str, float_layers: list[str], qat: bool = False) -> Quantizer:

@@ -4,8 +4,8 @@ For each PT2E backend (executorch, tflite, coreml, ethosu): calibrate on the run
 convert, measure per-layer SQNR and every task the deployable's outputs answer on labelled
 held-out faces against the float program. While a task misses its gate (quantize/gate.py), the
 layer that loses the most SQNR over its input goes back to float (mixed precision), up to
-`max_float_layers`. The onnx backend quantizes the float ONNX graph with onnxruntime and is gated
-the same way, in onnxruntime. Writes quantize/<backend>/{model.pt2 | model.onnx, calibration.json,
+`max_float_layers` (not for ethosu: an NPU runs integer only). The onnx backend quantizes the
+float ONNX graph with onnxruntime and is gated the same way, in onnxruntime. Writes quantize/<backend>/{model.pt2 | model.onnx, calibration.json,
 sensitivity.json}. Reads the deployable and the run's data and quantize settings, nothing else."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from ktedge.model.train import predict_outputs
 from ktedge.progress import converter_log, progress
 from ktedge.quantize.calibration import calibration_digest, calibration_set
 from ktedge.quantize.gate import all_passed, gate_tasks, gate_text, worst_drift
-from ktedge.quantize.quantizers import BACKENDS, FOLD_QUANTIZE, PROGRAM_FILE, STATIC_BATCH, make_quantizer
+from ktedge.quantize.quantizers import BACKENDS, FOLD_QUANTIZE, PROGRAM_FILE, NPU_BACKENDS, make_quantizer
 from ktedge.quantize.sensitivity import layer_sensitivity
 
 SENSITIVITY_FACES = 32
@@ -83,9 +83,10 @@ def batch_size(deployable: Deployable) -> int:
 
 def quantize_program(program: torch.export.ExportedProgram, backend: str, observer: str, float_layers: list[str],
                      calibration: torch.Tensor, batch: int = 32) -> torch.fx.GraphModule:
-    # prepare_pt2e rewrites the graph it is given: always hand it a fresh module. Without its
-    # input-shape guard (a call_module node), which Arm's annotation passes refuse to trace.
-    prepared = prepare_pt2e(program.module(check_guards=False), make_quantizer(backend, observer, float_layers))
+    # prepare_pt2e rewrites the graph it is given: always hand it a fresh module. The Arm quantizer's
+    # passes cannot trace the module's input-shape guard (a call_module node): it goes without.
+    prepared = prepare_pt2e(program.module(check_guards=backend not in NPU_BACKENDS),
+                            make_quantizer(backend, observer, float_layers))
     with torch.no_grad():
         for i in range(0, len(calibration), batch):
             prepared(calibration[i:i + batch])
@@ -124,12 +125,14 @@ def quantize_backend(cfg: Config, out: Path, backend: str, deployable: Deployabl
     program = deployable.program
     images = faces.tensors()["image"]
     batch = batch_size(deployable)
-    if backend in STATIC_BATCH:
+    max_float_layers = q.max_float_layers
+    if backend in NPU_BACKENDS:
         program, batch = export_program(program.module(), images[:1], dynamic_batch=False), 1
+        max_float_layers = 0
     float_gm = program.module()
     float_layers: list[str] = []
     attempts = []
-    task = bar.add_task(f"quantize {backend}", total=q.max_float_layers + 1, info="")
+    task = bar.add_task(f"quantize {backend}", total=max_float_layers + 1, info="")
     while True:
         quant_gm = quantize_program(program, backend, q.observer, float_layers, calibration, min(batch, 32))
         gates = task_gates(cfg, deployable, predict_outputs(quant_gm, images, batch), reference, faces)
@@ -139,7 +142,7 @@ def quantize_backend(cfg: Config, out: Path, backend: str, deployable: Deployabl
         bar.update(task, advance=1, info=f"{'; '.join(gate_text(g) for g in gates.values())} "
                                          f"({len(float_layers)} float layers)")
         sensitivity = layer_sensitivity(float_gm, quant_gm, calibration[:SENSITIVITY_FACES if batch > 1 else 1])
-        if passed or len(float_layers) >= q.max_float_layers:
+        if passed or len(float_layers) >= max_float_layers:
             break
         candidates = [r for r in sensitivity if r["layer"] not in float_layers and r["sqnr_db"] is not None]
         if not candidates:
@@ -151,7 +154,7 @@ def quantize_backend(cfg: Config, out: Path, backend: str, deployable: Deployabl
         # layer loses ~25 dB against one.
         first = sensitivity[0]["layer"]
         float_layers.append(max(candidates, key=lambda r: (r["layer"] != first, r["sqnr_drop_db"]))["layer"])
-    bar.update(task, completed=q.max_float_layers + 1)
+    bar.update(task, completed=max_float_layers + 1)
     wall = round(time.perf_counter() - t0, 2)
 
     dest = out / "quantize" / backend
@@ -165,7 +168,8 @@ def quantize_backend(cfg: Config, out: Path, backend: str, deployable: Deployabl
     for row in sensitivity:
         row["float"] = row["layer"] in float_layers
     result = _record(cfg, deployable, backend, gates, float_layers, attempts, faces, reference, dest, wall)
-    write_json(dest / "sensitivity.json", {"layers": sensitivity, **result})
+    fallback = {"fallback": "none: the NPU runs integer only"} if backend in NPU_BACKENDS else {}
+    write_json(dest / "sensitivity.json", {"layers": sensitivity, **fallback, **result})
     return result
 
 

@@ -5,10 +5,13 @@ import json
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
+from ktedge.config import load_config
 from ktedge.errors import KtedgeError
 from ktedge.export.runtimes import open_runner
 from ktedge.model.data.datasets import split_faces
@@ -33,19 +36,20 @@ def test_each_model_compiles_whole_for_each_npu_and_meets_the_gate_in_the_tosa_r
         vela = npu["vela"]
         assert npu["target"] == target and vela["accelerator"].lower() == target.replace("-", "_")
         assert vela["inference_ms"] > 0 and vela["macs"] > 10_000 and vela["clock_mhz"] > 0
-        assert len(npu["npu_io"]["outputs"]) == len(manifest["outputs"])
         row = validation["artifacts"][name]
         assert row["validated"] and row["passed"] and "TOSA reference model" in row["runtime"], row
         assert row["drift_rel"] <= row["gate_drift_rel"], row
 
 
-def test_the_tosa_reference_computes_the_quantize_stages_int8_program(exported):
+@pytest.mark.parametrize("where", [".", ONET])
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_the_tosa_reference_computes_the_quantize_stages_int8_program(exported, where, name):
     """The NPU's integer arithmetic against the PT2E program it was lowered from (simulated in
-    float): the same outputs to within an output step, on held-out faces."""
-    out, cfg, *_ = exported
-    faces = split_faces(cfg, "test", n=24).tensors()["image"]
+    float), every output: the same values to within an output step, on held-out faces."""
+    out = exported[0] / where
+    faces = split_faces(load_config(out / "config.yaml"), "test", n=24).tensors()["image"]
     simulated = load_program(out / "quantize" / "ethosu" / "model.pt2", "int8 program").module()
-    runner = open_runner(out / "export" / "ethosu-int8-u55")
+    runner = open_runner(out / "export" / name)
     scales = [q["scale"] for q in runner.manifest["ethosu"]["npu_io"]["outputs"]]
     steps = []
     for i in range(len(faces)):
@@ -55,7 +59,49 @@ def test_the_tosa_reference_computes_the_quantize_stages_int8_program(exported):
         steps += [np.abs(s.detach().numpy().reshape(-1) - n.reshape(-1)) / q for s, n, q in zip(sim, npu, scales)]
     steps = np.concatenate(steps)
     # Measured on the default model (40 faces): 85 % of the values equal, none more than one step apart.
-    assert np.mean(steps < 0.5) > 0.6 and steps.max() <= 3.0, (np.mean(steps < 0.5), steps.max())
+    assert np.mean(steps < 0.5) > 0.75 and steps.max() <= 2.0, (np.mean(steps < 0.5), steps.max())
+
+
+class OutOfOrder(torch.nn.Module):
+    """Two heads computed in one order and returned in the other, of different sizes and ranges."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4)
+        self.cls, self.reg = torch.nn.Linear(8 * 8 * 8, 2), torch.nn.Linear(8 * 8 * 8, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = torch.relu(self.conv(x / 255.0)).flatten(1)  # (B, 512)
+        p = self.cls(f).softmax(1)  # (B, 2): computed first
+        box = 40.0 * self.reg(f)  # (B, 4)
+        return box, p
+
+
+def test_each_output_is_dequantized_with_its_own_scale_whatever_order_the_npu_computes_them(tmp_path):
+    """Plumbing, not accuracy (random pixels): each returned output read from the NPU output
+    that computes it and dequantized with its own scale, as the PT2E program answers."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from ktedge.export.registry import by_name, formats
+    from ktedge.quantize.quantizers import make_quantizer
+
+    x = torch.rand(16, 3, 32, 32) * 255
+    prepared = prepare_pt2e(torch.export.export(OutOfOrder().eval(), (x[:1],)).module(check_guards=False),
+                            make_quantizer("ethosu", "minmax", []))
+    for i in range(len(x)):
+        prepared(x[i:i + 1])
+    program = convert_pt2e(prepared)
+    path = tmp_path / "model.pte"
+    built = by_name()["ethosu-int8-u55"].build(SimpleNamespace(quantized={"ethosu": program}, example=x[:1]), path)
+    io = built["ethosu"]["npu_io"]["outputs"]
+    assert [q["npu_output"] for q in io] == [1, 0]  # the box is the NPU's second output
+    run = formats()["ethosu"].open(path, {"ethosu": built["ethosu"], "input": {"shape": [1, 3, 32, 32]}}, 1)
+    for i in range(4):
+        got, want = run(x[i:i + 1].numpy()), [t.detach().numpy() for t in program(x[i:i + 1])]
+        assert [g.shape for g in got] == [(1, 4), (1, 2)]
+        for g, w, q in zip(got, want, io):
+            assert np.abs(g - w).max() <= 1.01 * q["scale"], (g, w, q)
 
 
 def test_a_changed_tosa_graph_is_refused(exported, tmp_path):

@@ -117,7 +117,7 @@ def test_your_model_goes_through_the_whole_chain_and_nothing_is_trained(imported
     fp32 = validation["tasks_fp32_torch"]["age"]["value"]
     ages = split_faces(load_config(out / "config.yaml"), "val", ("age",)).tensors()["age"].numpy()
     assert fp32 < 0.8 * np.abs(ages - np.median(ages)).mean()  # the model learnt age: beats the median answer
-    for backend in ("executorch", "tflite", "coreml", "onnx"):
+    for backend in ("executorch", "tflite", "coreml", "onnx", "ethosu"):
         assert summary["quantize"][backend]["passed"], backend
     assert summary["train"]["imported"]["kind"] == "exported_program"
     assert "Imported by `ktedge import`" in (out / "report.md").read_text()

@@ -22,6 +22,10 @@ object FaceModels {
         when (artifact.manifest.format) {
             "executorch" -> ExecuTorchFaceModel(artifact, delegate, threads)
             "tflite" -> LiteRtFaceModel(artifact, delegate, threads, npuLibraryDir)
+            "ethosu" -> throw DelegateError(
+                "${artifact.model.name}: an Ethos-U program runs on an Arm Ethos-U NPU (a microcontroller " +
+                    "or Arm's Corstone FVP), not on a phone; use the .pte of executorch-int8 or a .tflite"
+            )
             else -> throw DelegateError(
                 "${artifact.model.name}: ${artifact.manifest.format} artifacts do not run in this app " +
                     "(Core ML is Apple only; use the .pte or .tflite)"
