@@ -283,7 +283,8 @@ def write_report(out: Path, summary: dict) -> Path:
                   "ExecuTorch's Arm backend lowered each model's EthosUQuantizer int8 program to TOSA and Vela "
                   "compiled it for the NPU. No Ethos-U (nor Arm's Corstone FVP) is here: the time is Vela's static "
                   "estimate at its system config's clock, not a measurement; the metric is the TOSA graph Vela "
-                  "compiled, run in tosa-tools' reference model on the same faces as every artifact. "
+                  "takes, run in tosa-tools' reference model on the same faces as every artifact (Vela's own "
+                  "lowering to the command stream runs only on the FVP or a device). "
                   "QNN (Qualcomm), NeuroPilot (MediaTek) and Exynos NPUs need their vendors' SDKs, which are "
                   "downloaded from the vendors and not part of this toolkit.", "", npu, ""]
     if summary.get("ratios"):
