@@ -58,8 +58,9 @@ def test_the_tosa_reference_computes_the_quantize_stages_int8_program(exported, 
         npu = runner(faces[i:i + 1].numpy())
         steps += [np.abs(s.detach().numpy().reshape(-1) - n.reshape(-1)) / q for s, n, q in zip(sim, npu, scales)]
     steps = np.concatenate(steps)
-    # Measured on the default model (40 faces): 85 % of the values equal, none more than one step apart.
-    assert np.mean(steps < 0.5) > 0.75 and steps.max() <= 2.0, (np.mean(steps < 0.5), steps.max())
+    # Measured: the default model (40 faces) 85 % of the values equal, at most 1 step apart; the
+    # tiny run's model (24 faces) 94 % equal, at most 2 steps (integer rounding compounds per layer).
+    assert np.mean(steps < 0.5) > 0.75 and steps.max() <= 3.0 + 1e-3, (np.mean(steps < 0.5), steps.max())
 
 
 class OutOfOrder(torch.nn.Module):
