@@ -106,9 +106,8 @@ def import_runtime(artifact_dir: Path) -> dict:
 
 def artifact_loader(artifact_dir: Path, face: np.ndarray, threads: int) -> tuple[Callable, np.ndarray]:
     """-> (load, the face at the artifact's crop size)."""
-    from ktedge.export.runtimes import open_runner
-
     from ktedge.export.registry import formats
+    from ktedge.export.runtimes import open_runner
 
     manifest = import_runtime(artifact_dir)
     if formats()[manifest["format"]].estimate is not None:  # its runtime here is a reference, not the target

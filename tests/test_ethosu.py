@@ -82,17 +82,11 @@ class OutOfOrder(torch.nn.Module):
 def test_each_output_is_dequantized_with_its_own_scale_whatever_order_the_npu_computes_them(tmp_path):
     """Plumbing, not accuracy (random pixels): each returned output read from the NPU output
     that computes it and dequantized with its own scale, as the PT2E program answers."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
     from ktedge.export.registry import by_name, formats
-    from ktedge.quantize.quantizers import make_quantizer
+    from ktedge.quantize.stage import quantize_program
 
     x = torch.rand(16, 3, 32, 32) * 255
-    prepared = prepare_pt2e(torch.export.export(OutOfOrder().eval(), (x[:1],)).module(check_guards=False),
-                            make_quantizer("ethosu", "minmax", []))
-    for i in range(len(x)):
-        prepared(x[i:i + 1])
-    program = convert_pt2e(prepared)
+    program = quantize_program(torch.export.export(OutOfOrder().eval(), (x[:1],)), "ethosu", "minmax", [], x, batch=1)
     path = tmp_path / "model.pte"
     built = by_name()["ethosu-int8-u55"].build(SimpleNamespace(quantized={"ethosu": program}, example=x[:1]), path)
     io = built["ethosu"]["npu_io"]["outputs"]
